@@ -1,0 +1,28 @@
+"""scoresde: score-based generative modelling through SDEs (Song et al., ICLR 2021)."""
+
+from .likelihood import bits_per_dim, log_likelihood, uniform_dequantize
+from .losses import dsm_loss, get_score_fn
+from .sampling import CORRECTORS, ODE_METHODS, PREDICTORS, ode_sample, pc_sample, tweedie_denoise
+from .sde import SDE, SDES, VESDE, VPSDE, SubVPSDE, make_sde
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE",
+    "SDES",
+    "CORRECTORS",
+    "ODE_METHODS",
+    "PREDICTORS",
+    "SubVPSDE",
+    "VESDE",
+    "VPSDE",
+    "bits_per_dim",
+    "dsm_loss",
+    "get_score_fn",
+    "log_likelihood",
+    "make_sde",
+    "ode_sample",
+    "pc_sample",
+    "tweedie_denoise",
+    "uniform_dequantize",
+]

@@ -1,0 +1,299 @@
+"""Datasets as in-memory tensors, and the maps between pixel levels and model space.
+
+Images come back as uint8 integer levels (N, C, H, W) in 0..levels-1, 2-D toys as float32
+(N, 2). Nothing is downloaded:
+
+- "digits": scikit-learn's bundled 8x8 digits, levels 0..16 (levels=17). Fixed split: a
+  `numpy.random.RandomState(0)` permutation of the 1797 images; the last 297 are the test set,
+  the first 1500 the training set (independent of `seed`).
+- "gmm", "moons", "swissroll", "checkerboard": sampled with a `torch.Generator` seeded with
+  2 * seed (train) or 2 * seed + 1 (test); n defaults to 10000 (train) / 2000 (test).
+- "mnist", "fashion_mnist", "cifar10": torchvision with download=False from `root`;
+  "fashion_mnist" with root=None reads Debian's package dataset-fashion-mnist.
+- "image_folder": torchvision ImageFolder, labels = class sub-folder.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TOYS = ("gmm", "moons", "swissroll", "checkerboard")
+IMAGES = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
+DATASETS = IMAGES[:1] + TOYS + IMAGES[1:]
+SPLITS = ("train", "test")
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DIGITS_TEST_SIZE = 297
+
+_IDX = ("train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")
+LAYOUTS = {
+    "mnist": f"<root>/MNIST/raw/{{{_IDX}}} (torchvision's layout, un-gzipped), or those four "
+             "files (.gz or not) directly in <root>",
+    "fashion_mnist": f"<root>/FashionMNIST/raw/{{{_IDX}}} (torchvision's layout, un-gzipped), "
+                     "or those four files (.gz or not) directly in <root>; with no root, install "
+                     f"the Debian package dataset-fashion-mnist ({DEBIAN_FASHION_MNIST}/*.gz)",
+    "cifar10": "<root>/cifar-10-batches-py/{data_batch_1, ..., data_batch_5, test_batch, "
+               "batches.meta} (the CIFAR-10 python version: tar -xzf cifar-10-python.tar.gz "
+               "-C <root>)",
+    "image_folder": "<root>/train/<class>/<image>.png and <root>/test/<class>/<image>.png, or "
+                    "<root>/<class>/<image>.png (then the last 10% of a fixed permutation is the "
+                    "test split); all images of one size",
+}
+
+
+class DataError(ValueError):
+    """A dataset cannot be found or read; the message shows the expected layout."""
+
+
+@dataclass
+class Dataset:
+    """x: uint8 levels (N, C, H, W) or float32 points (N, D); labels: (N,) long or None."""
+
+    x: torch.Tensor
+    labels: torch.Tensor | None
+    levels: int | None
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def is_image(name: str) -> bool:
+    """True for image datasets, False for 2-D toys; ValueError for unknown names."""
+    _check_name(name)
+    return name in IMAGES
+
+
+def _check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"data.dataset={name!r} is unknown; use one of {DATASETS}")
+
+
+def load_dataset(name: str, split: str = "train", root: str | Path | None = None,
+                 n: int | None = None, seed: int = 0) -> Dataset:
+    """Load a split of `name`. For images `n` keeps the first n examples; for toys it is the
+    number of points drawn (default 10000 train / 2000 test) and `seed` picks the draw."""
+    _check_name(name)
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is unknown; use one of {SPLITS}")
+    if name in TOYS:
+        size = n if n is not None else (10000 if split == "train" else 2000)
+        gen = torch.Generator().manual_seed(2 * seed + (split == "test"))
+        x, labels = TOY_SAMPLERS[name](size, gen)
+        return Dataset(x.float(), labels, None, name)
+    loaders = {"digits": _digits, "mnist": _mnist, "fashion_mnist": _mnist,
+               "cifar10": _cifar10, "image_folder": _image_folder}
+    x, labels, levels = loaders[name](name, split, root)
+    if n is not None:
+        x, labels = x[:n], labels[:n]
+    return Dataset(x.contiguous(), labels.long(), levels, name)
+
+
+# ---------------------------------------------------------------- images
+
+
+def _digits(name: str, split: str, root: object) -> tuple[torch.Tensor, torch.Tensor, int]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    perm = np.random.RandomState(0).permutation(len(bunch.images))
+    idx = perm[-DIGITS_TEST_SIZE:] if split == "test" else perm[:-DIGITS_TEST_SIZE]
+    x = torch.from_numpy(bunch.images[idx].astype(np.uint8))[:, None]
+    return x, torch.from_numpy(bunch.target[idx]), 17
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file (MNIST format, optionally gzipped) of unsigned bytes."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path} cannot be read: {err}") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != 0x08:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
+    if data.size != math.prod(dims):
+        raise DataError(f"{path} is truncated: {data.size} bytes for shape {dims}")
+    return data.reshape(dims)
+
+
+def _idx_dir(directory: Path, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Images and labels from the four IDX files in `directory` (.gz or not), or None."""
+    prefix = "train" if split == "train" else "t10k"
+    found = []
+    for kind in ("images-idx3", "labels-idx1"):
+        paths = [directory / f"{prefix}-{kind}-ubyte{ext}" for ext in ("", ".gz")]
+        path = next((p for p in paths if p.is_file()), None)
+        if path is None:
+            return None
+        found.append(torch.from_numpy(_read_idx(path).copy()))
+    images, labels = found
+    if images.ndim != 3 or len(images) != len(labels):
+        raise DataError(f"IDX files in {directory} do not match: images {tuple(images.shape)}, "
+                        f"labels {tuple(labels.shape)}")
+    return images[:, None], labels
+
+
+def _missing(name: str, root: object, why: str) -> DataError:
+    return DataError(f"{name}: {why} (root={root}). Expected layout: {LAYOUTS[name]}")
+
+
+def _why(err: Exception) -> str:
+    """torchvision's reason, without its advice to download."""
+    if isinstance(err, RuntimeError) and "not found" in str(err):
+        return "dataset files not found or corrupted"
+    return f"dataset files cannot be read ({type(err).__name__}: {err})"
+
+
+def _mnist(name: str, split: str, root: str | Path | None):
+    if root is None:
+        if name == "fashion_mnist":
+            found = _idx_dir(DEBIAN_FASHION_MNIST, split)
+            if found is None:
+                raise _missing(name, root, f"no files in {DEBIAN_FASHION_MNIST}; run "
+                                           "`apt-get install dataset-fashion-mnist` or pass root")
+            return (*found, 256)
+        raise _missing(name, root, "no root given")
+    from torchvision import datasets
+
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    try:
+        ds = cls(str(root), train=split == "train", download=False)
+        return ds.data[:, None], ds.targets, 256
+    except Exception as err:  # not there, or unreadable: try the plain IDX files in root
+        found = _idx_dir(Path(root), split)
+        if found is None:
+            raise _missing(name, root, _why(err)) from None
+        return (*found, 256)
+
+
+def _cifar10(name: str, split: str, root: str | Path | None):
+    if root is None:
+        raise _missing(name, root, "no root given")
+    from torchvision import datasets
+
+    try:
+        ds = datasets.CIFAR10(str(root), train=split == "train", download=False)
+    except Exception as err:
+        raise _missing(name, root, _why(err)) from None
+    return torch.from_numpy(ds.data).permute(0, 3, 1, 2), torch.tensor(ds.targets), 256
+
+
+def _image_folder(name: str, split: str, root: str | Path | None):
+    if root is None or not Path(root).is_dir():
+        raise _missing(name, root, "root is not a directory")
+    from torchvision import datasets
+
+    root = Path(root)
+    directory = root / split if (root / "train").is_dir() else root
+    try:
+        samples = datasets.ImageFolder(str(directory)).samples
+    except (FileNotFoundError, RuntimeError) as err:
+        raise _missing(name, root, f"{directory}: {err}") from None
+    if directory == root:
+        perm = np.random.RandomState(0).permutation(len(samples))
+        n_test = max(1, len(samples) // 10)
+        samples = [samples[i] for i in (perm[-n_test:] if split == "test" else perm[:-n_test])]
+    images = [_read_rgb(path) for path, _ in samples]
+    shapes = sorted({tuple(im.shape) for im in images})
+    if len(shapes) > 1:
+        raise _missing(name, root, f"images have different sizes {shapes[:3]}; resize them")
+    return torch.stack(images), torch.tensor([label for _, label in samples]), 256
+
+
+def _read_rgb(path: str) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+
+
+# ---------------------------------------------------------------- 2-D toys
+
+
+def gmm_params() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weights (8,), means (8, 2), covariances (8, 2, 2)) of the "gmm" toy, float64:
+    8 equal-weight isotropic Gaussians (std 0.2) evenly spaced on a circle of radius 2."""
+    angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    means = 2.0 * torch.stack([angles.cos(), angles.sin()], dim=1)
+    covs = 0.2**2 * torch.eye(2, dtype=torch.float64).expand(8, 2, 2).clone()
+    return torch.full((8,), 1 / 8, dtype=torch.float64), means, covs
+
+
+def gmm_log_prob(x: torch.Tensor) -> torch.Tensor:
+    """Exact log density of the "gmm" toy at points x (N, 2)."""
+    weights, means, covs = gmm_params()
+    comps = torch.distributions.MultivariateNormal(means, covs)
+    return torch.logsumexp(comps.log_prob(x.double()[:, None]) + weights.log(), dim=1)
+
+
+def _gmm(n: int, gen: torch.Generator):
+    weights, means, covs = gmm_params()
+    comp = torch.multinomial(weights, n, replacement=True, generator=gen)
+    z = torch.randn(n, 2, 1, generator=gen, dtype=torch.float64)
+    return means[comp] + (torch.linalg.cholesky(covs)[comp] @ z)[..., 0], comp
+
+
+def _moons(n: int, gen: torch.Generator):
+    """Two interleaved half circles (as sklearn's make_moons, noise 0.1), centred."""
+    label = (torch.rand(n, generator=gen) < 0.5).long()
+    t = math.pi * torch.rand(n, generator=gen)
+    outer = torch.stack([t.cos(), t.sin()], dim=1)
+    inner = torch.stack([1 - t.cos(), 0.5 - t.sin()], dim=1)
+    x = torch.where(label[:, None] == 0, outer, inner) + 0.1 * torch.randn(n, 2, generator=gen)
+    return x - torch.tensor([0.5, 0.25]), label
+
+
+def _swissroll(n: int, gen: torch.Generator):
+    """sklearn's make_swiss_roll (x, z) plane with noise 1, divided by 5 (as in FFJORD)."""
+    t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=gen))
+    x = torch.stack([t * t.cos(), t * t.sin()], dim=1) + torch.randn(n, 2, generator=gen)
+    return x / 5.0, None
+
+
+def _checkerboard(n: int, gen: torch.Generator):
+    """Uniform on the black squares of a 4x4 board on [-2, 2]^2 (FFJORD's toy)."""
+    x1 = 4 * torch.rand(n, generator=gen) - 2
+    x2 = torch.rand(n, generator=gen) - 2 * torch.randint(0, 2, (n,), generator=gen)
+    return torch.stack([x1, x2 + torch.floor(x1) % 2], dim=1), None
+
+
+TOY_SAMPLERS = {"gmm": _gmm, "moons": _moons, "swissroll": _swissroll,
+                "checkerboard": _checkerboard}
+
+
+# ---------------------------------------------------------------- scaling
+
+
+def levels_to_unit(k: torch.Tensor, levels: int) -> torch.Tensor:
+    """Integer levels 0..levels-1 -> float32 in [0, 1] (k / (levels - 1))."""
+    return k.float() / (levels - 1)
+
+
+def to_model_space(x01: torch.Tensor, centered: bool) -> torch.Tensor:
+    """[0, 1] -> [-1, 1] when `centered` (the paper's CIFAR-10 setting), else unchanged."""
+    return 2 * x01 - 1 if centered else x01
+
+
+def from_model_space(x: torch.Tensor, centered: bool) -> torch.Tensor:
+    """Inverse of `to_model_space`, clamped to [0, 1]."""
+    return ((x + 1) / 2 if centered else x).clamp(0, 1)
+
+
+def unit_to_uint8(x01: torch.Tensor) -> torch.Tensor:
+    """[0, 1] -> uint8 0..255 (rounded), e.g. for FID."""
+    return (x01.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def unit_to_levels(x01: torch.Tensor, levels: int) -> torch.Tensor:
+    """[0, 1] -> nearest integer level 0..levels-1 (long)."""
+    return (x01.clamp(0, 1) * (levels - 1)).round().long()

@@ -1,0 +1,346 @@
+"""Sample-quality metrics: FID and KID computed by torch-fidelity (never hand-written here).
+
+Two feature extractors are supported:
+
+* ``inception-v3-compat`` (torch-fidelity's port of the TF Inception-v3 used by the paper,
+  Song et al. 2021, Tables 1 and 3) loaded from a local weights file, and
+* ``scoresde-classifier``: a small CNN trained on the dataset's own labelled training split,
+  for offline runs where no Inception weights are available. Its penultimate layer (the
+  pooled ``feature_dim``-d activations) plays the role of Inception's pool3 features. Numbers
+  computed with it are *not* comparable to published FIDs, and every result carries a label
+  saying which extractor produced it.
+
+The classifier checkpoint is an ordinary scoresde checkpoint: the ``(state_dict, config)``
+pair returned by :func:`train_feature_extractor`, written with
+``scoresde.checkpoint.save_checkpoint(path, state_dict, config)``. torch-fidelity builds
+feature extractors by name, passing its ``feature_extractor_weights_path`` keyword to the
+constructor; that is how the checkpoint path reaches :class:`ClassifierFeatureExtractor`.
+Registration with torch-fidelity happens only when :func:`register_classifier_extractor` is
+called (``compute_fid_kid`` calls it), never at import.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from torch import nn
+from torch.utils.data import Dataset
+from torch_fidelity import FeatureExtractorBase
+
+EXTRACTOR_NAME = "scoresde-classifier"
+ARCH = "scoresde-classifier"
+INCEPTION_NAME = "inception-v3-compat"
+INCEPTION_LABEL = "inception-v3"
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+class FeatureClassifier(nn.Module):
+    """Three 3x3 convolutions, global average pooling, linear head.
+
+    ``features(x)`` is the penultimate layer (``feature_dim`` values per image) used for FID/KID,
+    standardised with the training set's per-feature mean and std (buffers set after training,
+    so FID/KID have a fixed scale: the polynomial KID kernel of Binkowski et al. 2018 assumes
+    features of order one). ``forward(x)`` returns class logits. Input: float images scaled to
+    [-1, 1], (B, C, H, W).
+    """
+
+    def __init__(self, in_channels=1, num_classes=10, width=32, feature_dim=64):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(2 * width, feature_dim, 3, stride=2, padding=1),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))
+        self.register_buffer("feature_std", torch.ones(feature_dim))
+
+    def features(self, x):
+        return (self.body(x) - self.feature_mean) / self.feature_std
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def build_classifier(config: dict) -> FeatureClassifier:
+    """The classifier described by a config dict as returned by :func:`train_feature_extractor`."""
+    if config.get("arch") != ARCH:
+        raise ValueError(
+            f"not a {ARCH} config (arch={config.get('arch')!r}); train one with "
+            "`python -m scoresde train-features`"
+        )
+    return FeatureClassifier(
+        config["in_channels"], config["num_classes"], config["width"], config["feature_dim"]
+    )
+
+
+def as_uint8_images(images, levels: int | None = None) -> torch.Tensor:
+    """Validate images as uint8 (N, C, H, W) in 0..255.
+
+    With ``levels`` the input holds integer levels 0..levels-1 (e.g. digits: 17 levels) and is
+    mapped to round(k * 255 / (levels - 1)). Non-image input (e.g. 2-D toy data) raises ValueError.
+    """
+    x = torch.as_tensor(images)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(
+            f"FID/KID need images shaped (N, C, H, W) with C in (1, 3); got shape "
+            f"{tuple(x.shape)}. 2-D toy datasets have no FID: evaluate them another way."
+        )
+    if levels is not None:
+        if x.is_floating_point() or int(x.min()) < 0 or int(x.max()) > levels - 1:
+            raise ValueError(f"images must hold integer levels 0..{levels - 1}")
+        return torch.round(x.double() * (255.0 / (levels - 1))).to(torch.uint8)
+    if x.dtype != torch.uint8:
+        raise ValueError(
+            f"images must be uint8 in 0..255 (got dtype {x.dtype}); convert with "
+            "data.unit_to_uint8 or pass levels= for integer levels"
+        )
+    return x
+
+
+def _to_unit_input(x_uint8: torch.Tensor) -> torch.Tensor:
+    return x_uint8.float() / 127.5 - 1.0
+
+
+def _seeded_classifier(config: dict, seed: int) -> FeatureClassifier:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_classifier(config)
+
+
+def _train_epoch(net, opt, x, y, batch_size, generator):
+    perm = torch.randperm(len(x), generator=generator)
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        idx = perm[i : i + batch_size]
+        loss = F.cross_entropy(net(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    return total / len(x)
+
+
+def train_feature_extractor(
+    images,
+    labels,
+    levels: int | None = None,
+    epochs: int = 15,
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    width: int = 32,
+    feature_dim: int = 64,
+    dataset: str | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[dict, dict]:
+    """Train the FID feature classifier on a labelled training split.
+
+    ``images``: uint8 (N, C, H, W) in 0..255, or integer levels with ``levels`` given.
+    Deterministic given ``seed`` (initialisation in a forked RNG, shuffling by a Generator).
+    Returns ``(state_dict, config)``; config records the architecture, the dataset name and
+    the final training loss/accuracy, and is what :func:`build_classifier` consumes.
+    """
+    x = _to_unit_input(as_uint8_images(images, levels)).to(device)
+    y = torch.as_tensor(labels, dtype=torch.long).to(device)
+    if len(y) != len(x):
+        raise ValueError(f"{len(x)} images but {len(y)} labels")
+    config = {
+        "arch": ARCH, "in_channels": int(x.shape[1]), "image_size": list(x.shape[2:]),
+        "num_classes": int(y.max()) + 1, "width": width, "feature_dim": feature_dim,
+        "dataset": dataset or "unknown", "epochs": epochs, "seed": seed,
+    }  # fmt: skip
+    net = _seeded_classifier(config, seed).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    rounds = range(epochs)
+    if progress:
+        from tqdm import tqdm
+
+        rounds = tqdm(rounds, desc="train-features", unit="epoch")
+    loss = math.nan
+    for _ in rounds:
+        loss = _train_epoch(net, opt, x, y, batch_size, gen)
+    config["train_loss"] = loss
+    net.eval()
+    with torch.no_grad():
+        config["train_accuracy"] = float((net(x).argmax(1) == y).float().mean())
+        h = net.body(x)
+        net.feature_mean.copy_(h.mean(0))
+        net.feature_std.copy_(h.std(0) + 1e-6)
+    return {k: v.cpu() for k, v in net.state_dict().items()}, config
+
+
+@torch.no_grad()
+def classifier_accuracy(state_dict: dict, config: dict, images, labels, levels=None) -> float:
+    """Top-1 accuracy of a trained feature classifier on held-out labelled images."""
+    net = build_classifier(config)
+    net.load_state_dict(state_dict)
+    net.eval()
+    x = _to_unit_input(as_uint8_images(images, levels))
+    return float((net(x).argmax(1) == torch.as_tensor(labels)).float().mean())
+
+
+def load_feature_extractor(path) -> tuple[FeatureClassifier, dict]:
+    """Load a classifier checkpoint written with ``checkpoint.save_checkpoint``."""
+    from scoresde.checkpoint import load_checkpoint
+
+    if path is None:
+        raise ValueError(
+            f"the {EXTRACTOR_NAME} feature extractor needs feature_extractor_weights_path= "
+            "(a checkpoint from `python -m scoresde train-features`)"
+        )
+    state, config = load_checkpoint(path)
+    try:
+        net = build_classifier(config)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    net.load_state_dict(state)
+    return net.eval(), config
+
+
+# --------------------------------------------------------------------------- torch-fidelity
+
+
+class ClassifierFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity wrapper around :class:`FeatureClassifier`.
+
+    torch-fidelity feeds uint8 (B, 3, H, W); grayscale models get the channel mean (exact for
+    the repeated-gray images built by :func:`compute_fid_kid`), other sizes are resized.
+    """
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        self.net, config = load_feature_extractor(feature_extractor_weights_path)
+        self.in_channels = config["in_channels"]
+        self.image_size = tuple(config["image_size"])
+        self.requires_grad_(False)
+        self.eval()
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("features", "logits")
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits"}.get(metric, "features")
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+
+    def forward(self, x):
+        if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"expected uint8 (B, 3, H, W), got {x.dtype} {tuple(x.shape)}")
+        x = _to_unit_input(x)
+        if self.in_channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+        if tuple(x.shape[2:]) != self.image_size:
+            x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True)
+        # float64 so that torch-fidelity's KID kernel sums do not lose precision
+        out = {"features": self.net.features(x).double(), "logits": self.net(x).double()}
+        return tuple(out[name] for name in self.features_list)
+
+
+def register_classifier_extractor() -> str:
+    """Register :class:`ClassifierFeatureExtractor` with torch-fidelity (idempotent)."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    existing = FEATURE_EXTRACTORS_REGISTRY.get(EXTRACTOR_NAME)
+    if existing is None:
+        torch_fidelity.register_feature_extractor(EXTRACTOR_NAME, ClassifierFeatureExtractor)
+    elif existing.__qualname__ != ClassifierFeatureExtractor.__qualname__:
+        raise RuntimeError(f"{EXTRACTOR_NAME!r} is already registered to {existing!r}")
+    return EXTRACTOR_NAME
+
+
+class _RGBImages(Dataset):
+    """uint8 (N, C, H, W) -> items uint8 (3, H, W), grayscale repeated to three channels."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x if x.shape[1] == 3 else x.expand(-1, 3, -1, -1)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i].contiguous()
+
+
+def _resolve_extractor(extractor_weights_path, inception_weights):
+    """(torch-fidelity name, weights path, human label) for the chosen extractor."""
+    if inception_weights is not None:
+        if not os.path.isfile(inception_weights):
+            raise FileNotFoundError(
+                f"Inception weights file {inception_weights} not found; set "
+                "eval.inception_weights to a local copy of torch-fidelity's "
+                "weights-inception-2015-12-05-6726825d.pth, or leave it empty to use the "
+                "trained classifier"
+            )
+        return INCEPTION_NAME, str(inception_weights), INCEPTION_LABEL
+    if extractor_weights_path is None:
+        raise ValueError(
+            "no feature extractor: give extractor_weights_path (a scoresde-classifier checkpoint "
+            "from `python -m scoresde train-features`) or inception_weights (a local file)"
+        )
+    _, config = load_feature_extractor(extractor_weights_path)
+    label = f"{EXTRACTOR_NAME} (trained on {config['dataset']}; not Inception)"
+    return register_classifier_extractor(), str(extractor_weights_path), label
+
+
+def compute_fid_kid(
+    samples_uint8,
+    reference_uint8,
+    extractor_weights_path=None,
+    inception_weights=None,
+    cuda: bool = False,
+    kid_subset_size: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> dict:
+    """FID (Heusel et al. 2017) and KID (Binkowski et al. 2018) of samples vs reference images.
+
+    Both inputs: uint8 (N, C, H, W) in 0..255, C in (1, 3), same H, W. With
+    ``inception_weights`` (a local file) the standard Inception-v3 features are used;
+    otherwise the classifier checkpoint at ``extractor_weights_path``. ``kid_subset_size``
+    defaults to min(1000, N_samples, N_reference); ``seed`` fixes KID's subset draws.
+    Returns ``{"fid", "kid", "kid_std", "feature_extractor"}``.
+    """
+    samples, reference = as_uint8_images(samples_uint8), as_uint8_images(reference_uint8)
+    if samples.shape[1:] != reference.shape[1:]:
+        raise ValueError(
+            f"samples {tuple(samples.shape[1:])} and reference {tuple(reference.shape[1:])} differ"
+        )
+    n_min = min(len(samples), len(reference))
+    subset = kid_subset_size or min(1000, n_min)
+    if not 2 <= subset <= n_min:
+        raise ValueError(f"kid_subset_size={subset} must be in 2..{n_min} (the smaller set)")
+    name, weights, label = _resolve_extractor(extractor_weights_path, inception_weights)
+    out = torch_fidelity.calculate_metrics(
+        input1=_RGBImages(samples), input2=_RGBImages(reference), fid=True, kid=True,
+        feature_extractor=name, feature_extractor_weights_path=weights, cuda=cuda,
+        batch_size=batch_size, kid_subset_size=subset, rng_seed=seed, verbose=False,
+        cache=False, save_cpu_ram=True,
+    )  # fmt: skip
+    return {
+        "fid": float(out[torch_fidelity.KEY_METRIC_FID]),
+        "kid": float(out[torch_fidelity.KEY_METRIC_KID_MEAN]),
+        "kid_std": float(out[torch_fidelity.KEY_METRIC_KID_STD]),
+        "feature_extractor": label,
+    }

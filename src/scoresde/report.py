@@ -1,0 +1,737 @@
+"""The report stage: tidy tables, figures, the paper's orderings and provenance.
+
+Entry point: :func:`build_report`. Inputs (written by the pipeline's earlier stages; every
+field is read from the files' contents, never parsed out of names):
+
+* FID results, one JSON per case (``metrics/{dataset}/{sde}/fid/{case}.json``) with keys
+  ``dataset, sde, sampler, predictor, corrector, steps, denoise, nfe, fid`` (required) and
+  ``kid, kid_std, seconds, n_samples, feature_extractor`` (optional). ``steps`` may be null
+  for adaptive ODE solvers. A case is classified from its fields: probability-flow ODE when
+  ``sampler`` starts with "ode" or ``predictor`` is an ODE method (rk45, heun, euler);
+  otherwise predictor-only / corrector-only / PC from whether predictor / corrector is "none".
+* likelihood results, one JSON per (dataset, sde) (``metrics/{dataset}/{sde}/nll.json``) with
+  ``dataset, sde, bpd`` (required) and ``bpd_sem, nfe, n_images, divergence, n_probes, rtol,
+  atol`` (optional).
+* optional, located from the JSONs' ``dataset`` and ``sde`` fields under the documented layout:
+  ``{checkpoints_dir}/{dataset}/{sde}/train_log.csv`` (columns step, loss, ...),
+  ``{checkpoints_dir}/{dataset}/{sde}/selection.csv`` (columns step, fid) and
+  ``{samples_dir}/{dataset}/{sde}/{case}.pt`` (``{"images": uint8 (N, C, H, W)}``), ``case``
+  being the FID JSON's file stem. Missing optional files only drop their figure.
+* optional Snakemake ``benchmark:`` TSV files (column ``s``) for wall time per stage.
+
+Outputs in ``out_dir``: ``metrics.csv``, ``likelihood.csv``, ``report.html`` (self-contained,
+figures embedded as base64 PNG), ``report.md`` (links ``figures/*.png``) and ``figures/``.
+Paper numbers (Song et al., ICLR 2021, CIFAR-10) sit beside ours only where the same case
+exists, marked as a different scale.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+from matplotlib.figure import Figure
+
+from scoresde.checkpoint import atomic_write
+
+FID_COLUMNS = [
+    "dataset", "sde", "sampler", "predictor", "corrector", "steps", "denoise", "nfe", "fid",
+    "kid", "kid_std", "seconds", "feature_extractor", "n_samples",
+]  # fmt: skip
+NLL_COLUMNS = [
+    "dataset", "sde", "bpd", "bpd_sem", "nfe", "n_images", "divergence", "n_probes", "rtol",
+    "atol",
+]  # fmt: skip
+FID_REQUIRED = FID_COLUMNS[:9]
+NLL_REQUIRED = NLL_COLUMNS[:3]
+ODE_METHODS = ("rk45", "heun", "euler")
+PAPER_TAG = "paper, CIFAR-10, different scale"
+
+# Song et al. 2021, Table 1: CIFAR-10 FID, DDPM-size nets, N = 1000 (as in DESIGN.md).
+# (sde, kind, predictor or ODE method, corrector, steps, FID, the paper's name for the case)
+PAPER_FID = (
+    ("ve", "predictor", "reverse_diffusion", "none", 1000, 4.79, "reverse diffusion P1000"),
+    ("ve", "predictor", "reverse_diffusion", "none", 2000, 4.74, "reverse diffusion P2000"),
+    ("ve", "pc", "reverse_diffusion", "langevin", 1000, 3.60, "reverse diffusion PC1000"),
+    ("ve", "corrector", "none", "langevin", 2000, 20.43, "corrector only C2000"),
+    ("ve", "ode", "euler", "none", 1000, 15.41, "probability flow P1000"),
+    ("ve", "ode_pc", "euler", "langevin", 1000, 3.51, "probability flow PC1000"),
+    ("vp", "predictor", "reverse_diffusion", "none", 1000, 3.21, "reverse diffusion P1000"),
+    ("vp", "pc", "reverse_diffusion", "langevin", 1000, 3.18, "reverse diffusion PC1000"),
+    ("vp", "ode", "euler", "none", 1000, 3.59, "probability flow P1000"),
+    ("vp", "ode_pc", "euler", "langevin", 1000, 3.06, "probability flow PC1000"),
+)
+# Table 2: CIFAR-10 NLL (bits/dim); (sde, bpd, model). Table 3: FID of the deep models.
+PAPER_BPD = (("vp", 3.16, "DDPM++ cont."), ("subvp", 3.02, "DDPM++ cont."),
+             ("subvp", 2.99, "DDPM++ cont. (deep)"))  # fmt: skip
+PAPER_FID_DEEP = (("ve", 2.20, "NCSN++ cont. (deep)"), ("vp", 2.41, "DDPM++ cont. (deep)"),
+                  ("subvp", 2.41, "DDPM++ cont. (deep)"))  # fmt: skip
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_json(path, required) -> dict:
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read results file {path}: {err}") from err
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise ValueError(f"results file {path} lacks the field(s) {', '.join(missing)}")
+    return record
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def load_fid_results(files: Sequence) -> pd.DataFrame:
+    """One row per FID JSON (columns FID_COLUMNS + ``case``, ``kind``), sorted."""
+    rows = []
+    for path in files:
+        rec = _read_json(path, FID_REQUIRED)
+        row = {c: rec.get(c) for c in FID_COLUMNS}
+        row["denoise"] = _as_bool(row["denoise"])
+        row["feature_extractor"] = row["feature_extractor"] or "unknown"
+        row["case"] = Path(path).stem
+        row["kind"] = sampler_kind(row)
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=[*FID_COLUMNS, "case", "kind"])
+    for col in ("steps", "n_samples"):
+        df[col] = pd.array([None if _missing(v) else int(v) for v in df[col]], dtype="Int64")
+    for col in ("nfe", "fid", "kid", "kid_std", "seconds"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    df["denoise"] = df["denoise"].astype(bool)
+    keys = ["dataset", "sde", "sampler", "predictor", "corrector", "steps", "denoise"]
+    return df.sort_values(keys, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def load_nll_results(files: Sequence) -> pd.DataFrame:
+    """One row per likelihood JSON (columns NLL_COLUMNS), sorted by dataset and SDE."""
+    rows = [{c: _read_json(p, NLL_REQUIRED).get(c) for c in NLL_COLUMNS} for p in files]
+    df = pd.DataFrame(rows, columns=NLL_COLUMNS)
+    for col in ("bpd", "bpd_sem", "nfe", "rtol", "atol"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    return df.sort_values(["dataset", "sde"], kind="stable").reset_index(drop=True)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def _is_none(name) -> bool:
+    return _missing(name) or str(name).strip().lower() in ("", "none", "null")
+
+
+def sampler_kind(row: dict) -> str:
+    """"ode", "pc", "predictor" (P-only), "corrector" (C-only) or "unknown" from the fields."""
+    if str(row["sampler"]).lower().startswith("ode") or str(row["predictor"]) in ODE_METHODS:
+        return "ode"
+    p_none, c_none = _is_none(row["predictor"]), _is_none(row["corrector"])
+    if p_none and c_none:
+        return "unknown"
+    return "corrector" if p_none else "predictor" if c_none else "pc"
+
+
+def _ode_method(row: dict) -> str:
+    if str(row["predictor"]) in ODE_METHODS:
+        return str(row["predictor"])
+    return str(row["sampler"]).lower().removeprefix("ode").strip("_-:") or "rk45"
+
+
+def paper_fid(row: dict) -> tuple[float, str] | None:
+    """The paper's Table 1 (FID, case name) for the same SDE/sampler/steps, or None."""
+    kind = row["kind"]
+    pred = _ode_method(row) if kind == "ode" else str(row["predictor"])
+    corr = "none" if _is_none(row["corrector"]) else str(row["corrector"])
+    for sde, pkind, ppred, pcorr, steps, fid, name in PAPER_FID:
+        same = (sde, pkind, ppred, pcorr) == (row["sde"], kind, pred, corr)
+        if same and not _missing(row["steps"]) and int(row["steps"]) == steps:
+            return fid, name
+    return None
+
+
+def paper_bpd(sde: str) -> tuple[float, str] | None:
+    """The paper's Table 2 bits/dim for the same SDE (the non-deep model), or None."""
+    return next(((b, m) for s, b, m in PAPER_BPD if s == sde), None)
+
+
+# --------------------------------------------------------------------------- orderings
+
+
+def _fmt(x) -> str:
+    return "n/a" if _missing(x) else f"{x:.4g}"
+
+
+def _describe(r: dict) -> str:
+    steps = "adaptive" if _missing(r["steps"]) else r["steps"]
+    tweedie = ", Tweedie" if r["denoise"] else ""
+    return f"{r['dataset']}/{r['sde']} {r['sampler']} ({r['predictor']}, {r['corrector']}, {steps}{tweedie})"
+
+
+def _verdict(statement: str, checks: list[tuple[bool, str]], none_why: str):
+    if not checks:
+        return statement, None, f"not decidable: {none_why}"
+    n_ok = sum(ok for ok, _ in checks)
+    text = "; ".join(t for _, t in checks)
+    return statement, n_ok == len(checks), f"{n_ok} of {len(checks)} comparisons hold. {text}"
+
+
+def _records(df: pd.DataFrame, **where) -> list[dict]:
+    recs = df.to_dict("records")
+    return [r for r in recs if all(r[k] == v for k, v in where.items()) and not _missing(r["fid"])]
+
+
+def _eq(x, y) -> bool:
+    if _missing(x) or _missing(y):
+        return _missing(x) and _missing(y)
+    return bool(x == y)
+
+
+def _same(a: dict, b: dict, keys) -> bool:
+    return all(_eq(a[k], b[k]) for k in keys)
+
+
+GROUP = ("dataset", "feature_extractor", "sde")
+
+
+def ordering_pc_beats_predictor(fid: pd.DataFrame, sde: str = "ve"):
+    """Table 1: PC (corrector + predictor) has lower FID than P-only at equal steps."""
+    statement = f"PC beats predictor-only at equal steps ({sde.upper()} SDE)"
+    recs = _records(fid, sde=sde)
+    keys = (*GROUP, "predictor", "steps", "denoise")
+    checks = [
+        (c["fid"] < p["fid"], f"{_describe(c)} FID {_fmt(c['fid'])} vs P-only {_fmt(p['fid'])}")
+        for p in recs if p["kind"] == "predictor"
+        for c in recs if c["kind"] == "pc" and _same(p, c, keys)
+    ]  # fmt: skip
+    return _verdict(statement, checks, f"no {sde.upper()} PC and P-only cases with equal steps")
+
+
+def ordering_corrector_only_worst(fid: pd.DataFrame):
+    """Table 1: corrector-only has the highest FID among fixed-step samplers using no more NFE."""
+    statement = "Corrector-only sampling is worst (at an equal or smaller NFE budget)"
+    recs, checks = _records(fid), []
+    for c in (r for r in recs if r["kind"] == "corrector"):
+        rivals = [r for r in recs if r["kind"] in ("predictor", "pc") and _same(r, c, GROUP)
+                  and r["nfe"] <= c["nfe"]]  # fmt: skip
+        if rivals:
+            best = max(rivals, key=lambda r: r["fid"])
+            text = (f"{_describe(c)} FID {_fmt(c['fid'])} vs worst rival with NFE <= "
+                    f"{_fmt(c['nfe'])}: {_describe(best)} {_fmt(best['fid'])}")  # fmt: skip
+            checks.append((c["fid"] > best["fid"], text))
+    return _verdict(statement, checks, "no corrector-only case with a P-only/PC rival")
+
+
+def ordering_ode_fewer_nfe(fid: pd.DataFrame):
+    """The probability-flow ODE reaches a given FID with fewer NFE than fixed-step samplers."""
+    statement = "Probability-flow ODE needs fewer NFE for a given FID than fixed-step samplers"
+    recs, checks = _records(fid), []
+    for o in (r for r in recs if r["kind"] == "ode"):
+        rivals = [r for r in recs if r["kind"] in ("predictor", "pc", "corrector")
+                  and _same(r, o, GROUP)]  # fmt: skip
+        if not rivals:
+            continue
+        good = [r for r in rivals if r["fid"] <= o["fid"]]
+        head = f"{_describe(o)}: FID {_fmt(o['fid'])} at NFE {_fmt(o['nfe'])}"
+        if not good:
+            checks.append((True, f"{head}; no fixed-step sampler reaches that FID"))
+            continue
+        cheap = min(good, key=lambda r: r["nfe"])
+        text = f"{head}; cheapest fixed-step match {_describe(cheap)} NFE {_fmt(cheap['nfe'])}"
+        checks.append((o["nfe"] < cheap["nfe"], text))
+    return _verdict(statement, checks, "no ODE case with fixed-step rivals")
+
+
+def ordering_tweedie_lowers_fid(fid: pd.DataFrame):
+    """A final Tweedie denoising step lowers FID (same sampler, steps and SDE)."""
+    statement = "Tweedie denoising lowers FID"
+    checks = [
+        (on["fid"] < off["fid"], f"{_describe(off)}: FID {_fmt(off['fid'])} -> {_fmt(on['fid'])}")
+        for off, on in tweedie_pairs(fid)
+    ]
+    return _verdict(statement, checks, "no case run both with and without denoising")
+
+
+def tweedie_pairs(fid: pd.DataFrame) -> list[tuple[dict, dict]]:
+    """(without, with) denoising records of the same dataset/SDE/sampler/steps."""
+    recs = _records(fid)
+    keys = (*GROUP, "sampler", "predictor", "corrector", "steps")
+    return [
+        (off, on)
+        for off in recs if not off["denoise"]
+        for on in recs if on["denoise"] and _same(on, off, keys)
+    ]  # fmt: skip
+
+
+def ordering_subvp_lowest_bpd(nll: pd.DataFrame):
+    """Table 2: the sub-VP SDE gives the lowest bits/dim."""
+    statement = "Sub-VP has the lowest bits/dim"
+    checks = []
+    for dataset, group in nll.dropna(subset=["bpd"]).groupby("dataset", sort=True):
+        bpd = dict(zip(group["sde"], group["bpd"], strict=True))
+        if "subvp" in bpd and len(bpd) > 1:
+            others = {k: v for k, v in bpd.items() if k != "subvp"}
+            text = f"{dataset}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(bpd.items()))
+            checks.append((bpd["subvp"] < min(others.values()), text))
+    return _verdict(statement, checks, "no dataset with sub-VP and another SDE")
+
+
+def paper_orderings(fid: pd.DataFrame, nll: pd.DataFrame) -> list[tuple[str, bool | None, str]]:
+    """All orderings the paper reports, each as (statement, held, evidence)."""
+    return [
+        ordering_pc_beats_predictor(fid, "ve"),
+        ordering_corrector_only_worst(fid),
+        ordering_ode_fewer_nfe(fid),
+        ordering_tweedie_lowers_fid(fid),
+        ordering_subvp_lowest_bpd(nll),
+    ]
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _panels(n: int, title: str, width: float = 4.2):
+    fig = Figure(figsize=(width * max(n, 1), 3.4))
+    axes = fig.subplots(1, max(n, 1), squeeze=False)[0]
+    fig.suptitle(title)
+    return fig, axes
+
+
+def _line_label(r: dict) -> str:
+    tweedie = ", Tweedie" if r["denoise"] else ""
+    return f"{r['sampler']} ({r['predictor']}/{r['corrector']}{tweedie})"
+
+
+def plot_fid_curves(fid: pd.DataFrame, x: str, title: str) -> Figure:
+    """FID against ``x`` ("steps" or "nfe"), one panel per SDE, one line per sampler."""
+    sdes = sorted(fid["sde"].unique())
+    fig, axes = _panels(len(sdes), title)
+    for ax, sde in zip(axes, sdes, strict=False):
+        sub = fid[(fid["sde"] == sde) & fid[x].notna() & fid["fid"].notna()]
+        labels = [_line_label(r) for r in sub.to_dict("records")]
+        for label in sorted(set(labels)):
+            line = sub[[lab == label for lab in labels]].sort_values(x)
+            ax.plot(line[x].astype(float), line["fid"], marker="o", label=label)
+        ax.set(title=sde, xlabel=x.upper() if x == "nfe" else x, ylabel="FID", xscale="log")
+        if labels:
+            ax.legend(fontsize=6)
+    return fig
+
+
+def plot_tweedie(fid: pd.DataFrame, title: str) -> Figure | None:
+    """FID without vs with the final Tweedie step, one pair of bars per matching case."""
+    pairs = tweedie_pairs(fid)
+    if not pairs:
+        return None
+    fig = Figure(figsize=(max(4.0, 0.9 * len(pairs)), 3.6))
+    ax = fig.subplots()
+    pos = range(len(pairs))
+    ax.bar([p - 0.2 for p in pos], [off["fid"] for off, _ in pairs], width=0.4,
+           label="no denoising")  # fmt: skip
+    ax.bar([p + 0.2 for p in pos], [on["fid"] for _, on in pairs], width=0.4,
+           label="Tweedie denoising")  # fmt: skip
+    names = [f"{off['sde']}\n{off['sampler']}\n{_fmt(off['steps'])}" for off, _ in pairs]
+    ax.set_xticks(list(pos), names, fontsize=6)
+    ax.set(ylabel="FID", title=title)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_samples(images: torch.Tensor, title: str) -> Figure:
+    """A grid of the first 64 uint8 samples."""
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images[:64], nrow=8, padding=1, pad_value=255).permute(1, 2, 0)
+    fig = Figure(figsize=(4, 4.3))
+    ax = fig.subplots()
+    ax.imshow(grid.numpy(), interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+    return fig
+
+
+def plot_series(series: dict[str, pd.DataFrame], x: str, y: str, title: str, logy=False):
+    """One line per SDE of ``y`` against ``x``; marks the minimum for checkpoint selection."""
+    fig = Figure(figsize=(5, 3.4))
+    ax = fig.subplots()
+    for sde, df in sorted(series.items()):
+        ax.plot(df[x], df[y], label=sde, marker="o" if len(df) < 30 else None)
+        if y == "fid":
+            best = df.loc[df[y].idxmin()]
+            ax.scatter([best[x]], [best[y]], s=80, facecolors="none", edgecolors="k")
+    ax.set(xlabel=x, ylabel=y, title=title, yscale="log" if logy else "linear")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_bpd(nll: pd.DataFrame, title: str) -> Figure:
+    """Bits/dim per SDE with standard-error bars."""
+    fig = Figure(figsize=(4, 3.4))
+    ax = fig.subplots()
+    sem = nll["bpd_sem"].fillna(0.0)
+    ax.bar(nll["sde"], nll["bpd"], yerr=sem, capsize=4, color="tab:blue")
+    ax.set(ylabel="bits/dim", title=title)
+    return fig
+
+
+# --------------------------------------------------------------------------- figure assembly
+
+
+def _read_csv_if(path: Path, needed: Sequence[str]) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    df = pd.read_csv(path)
+    return df if set(needed) <= set(df.columns) and len(df) else None
+
+
+def _load_images(path: Path) -> torch.Tensor | None:
+    if not path.is_file():
+        return None
+    images = torch.load(path, map_location="cpu", weights_only=True)["images"]
+    return images if images.ndim == 4 else None
+
+
+def _sample_figures(fid, dataset, samples_dir):
+    figs = {}
+    for sde, sub in fid[fid["fid"].notna()].groupby("sde", sort=True):
+        for r in sub.sort_values("fid").to_dict("records"):
+            images = _load_images(Path(samples_dir, dataset, sde, f"{r['case']}.pt"))
+            if images is not None:
+                title = f"{dataset}/{sde}: best by FID, {_describe(r)}, FID {_fmt(r['fid'])}"
+                figs[f"samples_{dataset}_{sde}"] = (plot_samples(images, title), title)
+                break
+    return figs
+
+
+def _checkpoint_figures(dataset, sdes, checkpoints_dir):
+    logs, sels = {}, {}
+    for sde in sdes:
+        base = Path(checkpoints_dir, dataset, sde)
+        if (df := _read_csv_if(base / "train_log.csv", ["step", "loss"])) is not None:
+            logs[sde] = df
+        if (df := _read_csv_if(base / "selection.csv", ["step", "fid"])) is not None:
+            sels[sde] = df
+    figs = {}
+    if logs:
+        title = f"{dataset}: training loss (DSM)"
+        figs[f"loss_{dataset}"] = (plot_series(logs, "step", "loss", title, logy=True), title)
+    if sels:
+        title = f"{dataset}: checkpoint selection (quick FID; circle = chosen)"
+        figs[f"selection_{dataset}"] = (plot_series(sels, "step", "fid", title), title)
+    return figs
+
+
+def _dataset_figures(dataset, fid, nll, checkpoints_dir, samples_dir):
+    """{name: (Figure, caption)} for one dataset."""
+    figs = {}
+    if len(fid):
+        for x in ("steps", "nfe"):
+            title = f"{dataset}: FID vs {x.upper() if x == 'nfe' else x} per sampler"
+            figs[f"fid_vs_{x}_{dataset}"] = (plot_fid_curves(fid, x, title), title)
+        title = f"{dataset}: effect of Tweedie denoising on FID"
+        if (fig := plot_tweedie(fid, title)) is not None:
+            figs[f"tweedie_{dataset}"] = (fig, title)
+        if samples_dir is not None:
+            figs.update(_sample_figures(fid, dataset, samples_dir))
+    if len(nll):
+        title = f"{dataset}: bits/dim per SDE (probability-flow ODE)"
+        figs[f"bpd_{dataset}"] = (plot_bpd(nll, title), title)
+    if checkpoints_dir is not None:
+        sdes = sorted(set(fid["sde"]) | set(nll["sde"]))
+        figs.update(_checkpoint_figures(dataset, sdes, checkpoints_dir))
+    return figs
+
+
+def make_figures(fid, nll, fig_dir, checkpoints_dir=None, samples_dir=None) -> list[dict]:
+    """Write every figure as ``fig_dir/{name}.png``; returns [{name, path, caption, png}]."""
+    out = []
+    for dataset in sorted(set(fid["dataset"]) | set(nll["dataset"])):
+        figs = _dataset_figures(
+            dataset, fid[fid["dataset"] == dataset], nll[nll["dataset"] == dataset],
+            checkpoints_dir, samples_dir,
+        )  # fmt: skip
+        for name, (fig, caption) in figs.items():
+            png, path = _png_bytes(fig), Path(fig_dir, f"{name}.png")
+            with atomic_write(path) as tmp:
+                Path(tmp).write_bytes(png)
+            out.append({"name": name, "path": path, "caption": caption, "png": png})
+    return out
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def sweep_table(fid: pd.DataFrame) -> pd.DataFrame:
+    """The sampler sweep with the paper's Table 1 FID where the same case exists."""
+    rows = []
+    for r in fid.to_dict("records"):
+        paper = paper_fid(r)
+        rows.append({
+            "dataset": r["dataset"], "sde": r["sde"], "sampler": r["sampler"],
+            "predictor": r["predictor"], "corrector": r["corrector"],
+            "steps": "adaptive" if _missing(r["steps"]) else int(r["steps"]),
+            "Tweedie": "yes" if r["denoise"] else "no", "NFE": _fmt(r["nfe"]),
+            "FID": _fmt(r["fid"]), "KID": f"{_fmt(r['kid'])} ± {_fmt(r['kid_std'])}",
+            "seconds": _fmt(r["seconds"]), "feature extractor": r["feature_extractor"],
+            f"FID ({PAPER_TAG})": f"{paper[0]} ({paper[1]})" if paper else "",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def likelihood_table(nll: pd.DataFrame) -> pd.DataFrame:
+    """Bits/dim per (dataset, SDE) with the paper's Table 2 value for the same SDE."""
+    rows = []
+    for r in nll.to_dict("records"):
+        paper = paper_bpd(r["sde"])
+        rows.append({
+            "dataset": r["dataset"], "sde": r["sde"],
+            "bits/dim": f"{_fmt(r['bpd'])} ± {_fmt(r['bpd_sem'])}", "NFE": _fmt(r["nfe"]),
+            "images": r["n_images"], "divergence": r["divergence"],
+            f"bits/dim ({PAPER_TAG})": f"{paper[0]} ({paper[1]})" if paper else "",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def paper_reference_table() -> pd.DataFrame:
+    """The paper's CIFAR-10 numbers quoted in DESIGN.md (Tables 1-3), for reference."""
+    rows = [{"table": "1 (FID)", "sde": s, "case": n, "value": v}
+            for s, _, _, _, _, v, n in PAPER_FID]  # fmt: skip
+    rows += [{"table": "2 (bits/dim)", "sde": s, "case": m, "value": v} for s, v, m in PAPER_BPD]
+    rows += [{"table": "3 (FID)", "sde": s, "case": m, "value": v} for s, v, m in PAPER_FID_DEEP]
+    return pd.DataFrame(rows)
+
+
+def _cell(v) -> str:
+    return "" if _missing(v) else str(v)
+
+
+def html_table(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+        for row in df.itertuples(index=False)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def md_table(df: pd.DataFrame) -> str:
+    def esc(v):
+        return _cell(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(esc(c) for c in df.columns) + " |"]
+    lines.append("|" + "---|" * len(df.columns))
+    lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def git_commit(repo_dir=None) -> str:
+    """``git rev-parse HEAD`` (+ "-dirty" with uncommitted changes), or a note without git."""
+    try:
+        run = dict(cwd=repo_dir, capture_output=True, text=True, timeout=10, check=True)
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], **run).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], **run).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout or git unavailable)"
+    return commit + ("-dirty" if dirty else "")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in ("scoresde", "torch", "torchvision", "torch-fidelity", "torchdiffeq", "numpy",
+                 "snakemake"):  # fmt: skip
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def hardware() -> dict[str, str]:
+    cuda = torch.cuda.is_available()
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu count": str(os.cpu_count()),
+        "torch threads": str(torch.get_num_threads()),
+        "CUDA": torch.cuda.get_device_name(0) if cuda else "not available",
+    }
+
+
+def stage_times(benchmark_files: Sequence) -> pd.DataFrame:
+    """Wall time per Snakemake ``benchmark:`` TSV (column ``s``, optional ``max_rss``)."""
+    rows = []
+    for path in benchmark_files:
+        try:
+            df = pd.read_csv(path, sep="\t")
+            seconds = float(df["s"].mean())
+        except (OSError, ValueError, KeyError, pd.errors.ParserError):
+            continue
+        rss = float(df["max_rss"].mean()) if "max_rss" in df else math.nan
+        rows.append({"stage (benchmark file)": str(path), "seconds": round(seconds, 2),
+                     "max RSS (MB)": _fmt(rss)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["stage (benchmark file)", "seconds", "max RSS (MB)"])
+
+
+def _yaml(config: dict) -> str:
+    return yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False)
+
+
+def provenance(config: dict | None, benchmark_files: Sequence = (), repo_dir=None) -> dict:
+    """Everything needed to say how the numbers were produced."""
+    return {
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git commit": git_commit(repo_dir),
+        "packages": package_versions(),
+        "hardware": hardware(),
+        "config": _yaml(config) if config else "(not given)",
+        "stage times": stage_times(benchmark_files),
+    }
+
+
+# --------------------------------------------------------------------------- rendering
+
+_CSS = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}
+table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;
+padding:2px 6px}th{background:#eee}pre{background:#f6f6f6;padding:1em;overflow:auto}
+.held{color:#070}.failed{color:#a00}.undecided{color:#777}img{max-width:100%}"""
+_MARK = {True: ("held", "held"), False: ("failed", "did not hold"), None: ("undecided", "n/a")}
+
+
+def _kv_table(d: dict) -> pd.DataFrame:
+    return pd.DataFrame({"key": list(d), "value": list(d.values())})
+
+
+def _sections(fid, nll, orderings, prov):
+    """[(heading, kind, payload)] shared by the HTML and Markdown renderers."""
+    order_df = pd.DataFrame(
+        [(s, _MARK[h][1], e) for s, h, e in orderings], columns=["ordering", "verdict", "evidence"]
+    )
+    extractors = ", ".join(sorted(set(fid["feature_extractor"]))) or "n/a"
+    return [
+        ("Paper orderings", "table", order_df),
+        ("Sampler sweep", "text", f"FID/KID feature extractor: {extractors}."),
+        (None, "table", sweep_table(fid)),
+        ("Likelihood", "table", likelihood_table(nll)),
+        ("Paper reference numbers (CIFAR-10, different scale)", "table", paper_reference_table()),
+        ("Figures", "figures", None),
+        ("Provenance", "table", _kv_table({"generated": prov["generated"],
+                                           "git commit": prov["git commit"]})),  # fmt: skip
+        ("Package versions", "table", _kv_table(prov["packages"])),
+        ("Hardware", "table", _kv_table(prov["hardware"])),
+        ("Wall time per stage", "table", prov["stage times"]),
+        ("Resolved configuration", "pre", prov["config"]),
+    ]
+
+
+def render_html(sections, figures, title) -> str:
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+             f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
+    for heading, kind, payload in sections:
+        if heading:
+            parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if kind == "table":
+            parts.append(html_table(payload) if len(payload) else "<p>(no data)</p>")
+        elif kind == "text":
+            parts.append(f"<p>{html.escape(payload)}</p>")
+        elif kind == "pre":
+            parts.append(f"<pre>{html.escape(payload)}</pre>")
+        else:
+            parts += [_html_figure(f) for f in figures] or ["<p>(no figures)</p>"]
+    return "\n".join([*parts, "</body></html>"])
+
+
+def _html_figure(f: dict) -> str:
+    data = base64.b64encode(f["png"]).decode("ascii")
+    cap = html.escape(f["caption"])
+    return (f"<figure id='{f['name']}'><img alt='{cap}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{cap}</figcaption></figure>")  # fmt: skip
+
+
+def render_markdown(sections, figures, title, fig_rel: str) -> str:
+    parts = [f"# {title}"]
+    for heading, kind, payload in sections:
+        if heading:
+            parts.append(f"## {heading}")
+        if kind == "table":
+            parts.append(md_table(payload) if len(payload) else "(no data)")
+        elif kind == "text":
+            parts.append(payload)
+        elif kind == "pre":
+            parts.append(f"```yaml\n{payload}```")
+        else:
+            parts += [f"![{f['caption']}]({fig_rel}/{f['path'].name})" for f in figures]
+    return "\n\n".join(parts) + "\n"
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def _write_csvs(fid, nll, out_dir: Path) -> tuple[Path, Path]:
+    paths = out_dir / "metrics.csv", out_dir / "likelihood.csv"
+    for df, cols, path in ((fid, FID_COLUMNS, paths[0]), (nll, NLL_COLUMNS, paths[1])):
+        with atomic_write(path) as tmp:
+            df[cols].to_csv(tmp, index=False)
+    return paths
+
+
+def build_report(
+    fid_files: Sequence[str | os.PathLike],
+    nll_files: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    checkpoints_dir: str | os.PathLike | None = None,
+    samples_dir: str | os.PathLike | None = None,
+    config: dict | None = None,
+    benchmark_files: Sequence[str | os.PathLike] = (),
+    title: str = "Score-SDE reproduction report",
+    repo_dir: str | os.PathLike | None = None,
+) -> dict:
+    """Write metrics.csv, likelihood.csv, report.html, report.md and figures/ into ``out_dir``.
+
+    ``fid_files`` / ``nll_files``: the per-case FID JSONs and per-SDE likelihood JSONs (see the
+    module docstring for their fields). ``checkpoints_dir`` / ``samples_dir``: roots of the
+    documented layout, for training-loss, checkpoint-selection and sample-grid figures.
+    ``config``: the resolved configuration (shown verbatim). ``benchmark_files``: Snakemake
+    benchmark TSVs for wall time per stage. ``repo_dir``: where to ask git for the commit.
+    Returns the paths written plus the orderings as ``(statement, held, evidence)``.
+    """
+    out_dir = Path(out_dir)
+    fid, nll = load_fid_results(fid_files), load_nll_results(nll_files)
+    metrics_csv, likelihood_csv = _write_csvs(fid, nll, out_dir)
+    figures = make_figures(fid, nll, out_dir / "figures", checkpoints_dir, samples_dir)
+    orderings = paper_orderings(fid, nll)
+    sections = _sections(fid, nll, orderings, provenance(config, benchmark_files, repo_dir))
+    html_path, md_path = out_dir / "report.html", out_dir / "report.md"
+    _write_text(html_path, render_html(sections, figures, title))
+    _write_text(md_path, render_markdown(sections, figures, title, "figures"))
+    return {
+        "metrics_csv": metrics_csv, "likelihood_csv": likelihood_csv, "html": html_path,
+        "markdown": md_path, "figures": [f["path"] for f in figures], "orderings": orderings,
+    }  # fmt: skip

@@ -1,0 +1,175 @@
+"""Tests for scoresde.data: embedded data sets, local roots, errors, scaling helpers."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from scoresde.data import (
+    DATASETS,
+    DEBIAN_FASHION_MNIST,
+    DataError,
+    from_model_space,
+    gmm_log_prob,
+    gmm_params,
+    is_image,
+    levels_to_unit,
+    load_dataset,
+    to_model_space,
+    unit_to_levels,
+    unit_to_uint8,
+)
+
+TOYS = ["gmm", "moons", "swissroll", "checkerboard"]
+
+
+def write_idx(path, array):
+    array = np.asarray(array, dtype=np.uint8)
+    raw = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw += array.tobytes()
+    path.write_bytes(gzip.compress(raw) if path.suffix == ".gz" else raw)
+
+
+def write_mnist_like(directory, n=(5, 3), ext=""):
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(0)
+    for prefix, size in zip(("train", "t10k"), n, strict=True):
+        write_idx(directory / f"{prefix}-images-idx3-ubyte{ext}", rng.randint(0, 256, (size, 28, 28)))
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte{ext}", np.arange(size) % 10)
+
+
+def test_digits_shape_levels_and_fixed_disjoint_split():
+    from sklearn.datasets import load_digits
+
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    assert train.x.shape == (1500, 1, 8, 8) and test.x.shape == (297, 1, 8, 8)
+    assert train.x.dtype == torch.uint8 and train.levels == 17 and int(train.x.max()) == 16
+    # train + test is a partition of the 1797 images (compared as multisets of (image, label)).
+    bunch = load_digits()
+    full = sorted(im.astype(np.uint8).tobytes() + bytes([t])
+                  for im, t in zip(bunch.images, bunch.target, strict=True))
+    ours = sorted(x.numpy().tobytes() + bytes([int(y)])
+                  for d in (train, test) for x, y in zip(d.x, d.labels, strict=True))
+    assert ours == full
+    again = load_dataset("digits", "test", seed=123)  # split does not depend on seed
+    assert torch.equal(again.x, test.x) and torch.equal(again.labels, test.labels)
+    assert len(load_dataset("digits", n=10)) == 10
+
+
+@pytest.mark.parametrize("name", TOYS)
+def test_toys_are_deterministic_given_seed(name):
+    a, b = load_dataset(name, n=500, seed=3), load_dataset(name, n=500, seed=3)
+    assert a.x.shape == (500, 2) and a.x.dtype == torch.float32 and a.levels is None
+    assert torch.equal(a.x, b.x)
+    assert not torch.equal(a.x, load_dataset(name, n=500, seed=4).x)
+    assert not torch.equal(a.x, load_dataset(name, "test", n=500, seed=3).x)
+    assert a.x.abs().max() < 6
+    assert len(load_dataset(name)) == 10000 and len(load_dataset(name, "test")) == 2000
+
+
+def test_gmm_samples_match_exact_density():
+    weights, means, covs = gmm_params()
+    assert weights.sum().item() == pytest.approx(1.0)
+    x = load_dataset("gmm", n=20000).x
+    torch.testing.assert_close(x.mean(0).double(), weights @ means, atol=0.05, rtol=0)
+    # The density integrates to 1 (grid) and samples sit where it is high.
+    g = torch.linspace(-4, 4, 401, dtype=torch.float64)
+    grid = torch.cartesian_prod(g, g)
+    assert gmm_log_prob(grid).exp().sum().item() * (8 / 400) ** 2 == pytest.approx(1.0, abs=1e-3)
+    # Mean log density of samples ~ minus the entropy of 8 well-separated 2-D Gaussians:
+    expected = -np.log(8) - np.log(2 * np.pi * np.e * 0.2**2)
+    assert gmm_log_prob(x).mean().item() == pytest.approx(expected, abs=0.05)
+
+
+def test_checkerboard_points_lie_on_black_squares():
+    x = load_dataset("checkerboard", n=2000).x
+    parity = (torch.floor(x[:, 0]) + torch.floor(x[:, 1])) % 2
+    assert parity.unique().numel() == 1
+
+
+def test_missing_roots_show_the_layout(tmp_path):
+    with pytest.raises(DataError, match=r"MNIST/raw/\{train-images-idx3-ubyte"):
+        load_dataset("mnist", root=tmp_path / "missing")
+    with pytest.raises(ValueError, match="no root given"):
+        load_dataset("mnist")
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", root=tmp_path)
+    with pytest.raises(DataError, match=r"<root>/train/<class>"):
+        load_dataset("image_folder", root=tmp_path / "missing")
+
+
+def test_mnist_through_torchvision_layout(tmp_path):
+    write_mnist_like(tmp_path / "MNIST" / "raw")
+    train, test = load_dataset("mnist", root=tmp_path), load_dataset("mnist", "test", root=tmp_path)
+    assert train.x.shape == (5, 1, 28, 28) and test.x.shape == (3, 1, 28, 28)
+    assert train.x.dtype == torch.uint8 and train.levels == 256
+    assert train.labels.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_fashion_mnist_from_gzipped_idx_files_in_root(tmp_path):
+    write_mnist_like(tmp_path, ext=".gz")
+    data = load_dataset("fashion_mnist", "test", root=tmp_path, n=2)
+    assert data.x.shape == (2, 1, 28, 28) and data.labels.tolist() == [0, 1]
+    raw = (tmp_path / "t10k-images-idx3-ubyte.gz").read_bytes()
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(gzip.decompress(raw)[:-9]))
+    with pytest.raises(DataError, match="truncated"):
+        load_dataset("fashion_mnist", "test", root=tmp_path)
+
+
+@pytest.mark.skipif(not (DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz").exists(),
+                    reason="Debian package dataset-fashion-mnist is not installed "
+                           "(apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_from_debian_package():
+    test = load_dataset("fashion_mnist", "test")
+    assert test.x.shape == (10000, 1, 28, 28) and test.x.dtype == torch.uint8
+    assert test.levels == 256 and sorted(test.labels.unique().tolist()) == list(range(10))
+    assert test.labels[:5].tolist() == [9, 2, 1, 1, 6]
+
+
+def _png(path, size, value):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size, 3), value, dtype=np.uint8)).save(path)
+
+
+def test_image_folder_layouts(tmp_path):
+    for split in ("train", "test"):
+        for cls, value in (("cat", 10), ("dog", 200)):
+            _png(tmp_path / "a" / split / cls / "0.png", 4, value)
+    data = load_dataset("image_folder", "test", root=tmp_path / "a")
+    assert data.x.shape == (2, 3, 4, 4) and data.labels.tolist() == [0, 1]
+    assert data.x[1].unique().tolist() == [200] and data.levels == 256
+
+    for i in range(10):
+        _png(tmp_path / "b" / f"c{i % 2}" / f"{i}.png", 4, i)
+    train, test = (load_dataset("image_folder", s, root=tmp_path / "b") for s in ("train", "test"))
+    assert len(train) == 9 and len(test) == 1
+    assert set(train.x[:, 0, 0, 0].tolist()).isdisjoint(test.x[:, 0, 0, 0].tolist())
+
+    _png(tmp_path / "a" / "train" / "cat" / "big.png", 8, 0)
+    with pytest.raises(DataError, match="different sizes"):
+        load_dataset("image_folder", root=tmp_path / "a")
+
+
+def test_names_and_splits():
+    assert set(DATASETS) >= {"digits", "gmm", "mnist", "fashion_mnist", "cifar10", "image_folder"}
+    assert is_image("digits") and not is_image("moons")
+    with pytest.raises(ValueError, match="unknown"):
+        is_image("imagenet")
+    with pytest.raises(ValueError, match="split"):
+        load_dataset("digits", "val")
+
+
+def test_scaling_helpers():
+    k = torch.arange(17, dtype=torch.uint8)
+    x01 = levels_to_unit(k, 17)
+    assert x01[0] == 0 and x01[-1] == 1 and x01.dtype == torch.float32
+    assert torch.equal(unit_to_levels(x01, 17), k.long())
+    for centered in (True, False):
+        torch.testing.assert_close(from_model_space(to_model_space(x01, centered), centered), x01)
+    assert to_model_space(torch.tensor([0.0, 1.0]), True).tolist() == [-1.0, 1.0]
+    assert from_model_space(torch.tensor([-3.0, 3.0]), True).tolist() == [0.0, 1.0]
+    assert unit_to_uint8(torch.tensor([-0.1, 0.5, 1.2])).tolist() == [0, 128, 255]
