@@ -6,7 +6,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from scoresde import SubVPSDE, VESDE, VPSDE  # noqa: E402
+from scoresde import VESDE, VPSDE, SubVPSDE  # noqa: E402
 
 # The paper's settings (Song et al. 2021, Appendix C): VE sigma 0.01..50, VP / sub-VP beta 0.1..20.
 PAPER_SDES = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import PAPER_SDES
 
-from scoresde import SubVPSDE, VESDE, VPSDE, make_sde
+from scoresde import VESDE, VPSDE, SubVPSDE, make_sde
 
 
 def simulate_forward(sde, x0, t_end, n_steps, gen):
@@ -66,7 +66,7 @@ def test_discretize_composes_to_the_marginal(sde):
 
 
 def test_discretize_matches_smld_and_ddpm():
-    """At dt = 1/N: VE gives G^2 = sigma_i^2 - sigma_{i-1}^2; VP gives DDPM's beta_i = beta(t_i)/N + O(N^-2)."""
+    """At dt = 1/N: VE gives G^2 = sigma_i^2 - sigma_{i-1}^2; VP gives DDPM's beta_i = beta(t_i)/N."""
     N = 1000
     t = torch.tensor([0.25, 0.5, 1.0], dtype=torch.float64)
     x = torch.ones(3, 1, dtype=torch.float64)

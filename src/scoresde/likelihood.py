@@ -105,5 +105,7 @@ def log_likelihood(
 
     span = torch.tensor([eps, sde.T], device=x.device, dtype=x.dtype)
     state0 = (x, torch.zeros(B, device=x.device, dtype=x.dtype))
-    z, delta = (s[-1] for s in odeint(func, state0, span, rtol=rtol, atol=atol, method="dopri5"))
+    # step_t: the last step lands on the end time, so no stage evaluates the score outside [eps, T]
+    sol = odeint(func, state0, span, rtol=rtol, atol=atol, method="dopri5", options={"step_t": span[1:]})
+    z, delta = (s[-1] for s in sol)
     return _check_finite(sde.prior_logp(z) + delta, "log_likelihood"), count[0]

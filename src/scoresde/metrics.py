@@ -21,7 +21,6 @@ called (``compute_fid_kid`` calls it), never at import.
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
@@ -113,6 +112,12 @@ def _to_unit_input(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float() / 127.5 - 1.0
 
 
+@torch.no_grad()
+def _batched(fn, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """fn applied to x in chunks (whole training sets do not fit one forward pass)."""
+    return torch.cat([fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
 def _seeded_classifier(config: dict, seed: int) -> FeatureClassifier:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -136,7 +141,7 @@ def train_feature_extractor(
     images,
     labels,
     levels: int | None = None,
-    epochs: int = 15,
+    epochs: int = 20,
     seed: int = 0,
     batch_size: int = 64,
     lr: float = 2e-3,
@@ -170,37 +175,40 @@ def train_feature_extractor(
         from tqdm import tqdm
 
         rounds = tqdm(rounds, desc="train-features", unit="epoch")
-    loss = math.nan
+    loss = None
     for _ in rounds:
         loss = _train_epoch(net, opt, x, y, batch_size, gen)
     config["train_loss"] = loss
     net.eval()
-    with torch.no_grad():
-        config["train_accuracy"] = float((net(x).argmax(1) == y).float().mean())
-        h = net.body(x)
-        net.feature_mean.copy_(h.mean(0))
-        net.feature_std.copy_(h.std(0) + 1e-6)
+    config["train_accuracy"] = float((_batched(net, x).argmax(1) == y).float().mean())
+    h = _batched(net.body, x)
+    net.feature_mean.copy_(h.mean(0))
+    net.feature_std.copy_(h.std(0) + 1e-6)
     return {k: v.cpu() for k, v in net.state_dict().items()}, config
 
 
-@torch.no_grad()
 def classifier_accuracy(state_dict: dict, config: dict, images, labels, levels=None) -> float:
     """Top-1 accuracy of a trained feature classifier on held-out labelled images."""
     net = build_classifier(config)
     net.load_state_dict(state_dict)
     net.eval()
     x = _to_unit_input(as_uint8_images(images, levels))
-    return float((net(x).argmax(1) == torch.as_tensor(labels)).float().mean())
+    return float((_batched(net, x).argmax(1) == torch.as_tensor(labels)).float().mean())
 
 
 def load_feature_extractor(path) -> tuple[FeatureClassifier, dict]:
     """Load a classifier checkpoint written with ``checkpoint.save_checkpoint``."""
-    from scoresde.checkpoint import load_checkpoint
+    from scoresde.checkpoint import CheckpointError, load_checkpoint
 
     if path is None:
         raise ValueError(
             f"the {EXTRACTOR_NAME} feature extractor needs feature_extractor_weights_path= "
             "(a checkpoint from `python -m scoresde train-features`)"
+        )
+    if not os.path.isfile(path):
+        raise CheckpointError(
+            f"feature-extractor checkpoint {path} does not exist; run the train-features stage "
+            "(`python -m scoresde train-features`) or fix the path"
         )
     state, config = load_checkpoint(path)
     try:
@@ -319,7 +327,8 @@ def compute_fid_kid(
     Both inputs: uint8 (N, C, H, W) in 0..255, C in (1, 3), same H, W. With
     ``inception_weights`` (a local file) the standard Inception-v3 features are used;
     otherwise the classifier checkpoint at ``extractor_weights_path``. ``kid_subset_size``
-    defaults to min(1000, N_samples, N_reference); ``seed`` fixes KID's subset draws.
+    defaults to min(1000, N // 2) for N the smaller set (so that KID's 100 subsets differ and
+    ``kid_std`` means something); ``seed`` fixes KID's subset draws.
     Returns ``{"fid", "kid", "kid_std", "feature_extractor"}``.
     """
     samples, reference = as_uint8_images(samples_uint8), as_uint8_images(reference_uint8)
@@ -328,7 +337,7 @@ def compute_fid_kid(
             f"samples {tuple(samples.shape[1:])} and reference {tuple(reference.shape[1:])} differ"
         )
     n_min = min(len(samples), len(reference))
-    subset = kid_subset_size or min(1000, n_min)
+    subset = kid_subset_size or max(2, min(1000, n_min // 2))
     if not 2 <= subset <= n_min:
         raise ValueError(f"kid_subset_size={subset} must be in 2..{n_min} (the smaller set)")
     name, weights, label = _resolve_extractor(extractor_weights_path, inception_weights)

@@ -58,6 +58,7 @@ NLL_COLUMNS = [
 FID_REQUIRED = FID_COLUMNS[:9]
 NLL_REQUIRED = NLL_COLUMNS[:3]
 ODE_METHODS = ("rk45", "heun", "euler")
+SDE_ORDER = ("ve", "vp", "subvp")  # the paper's order, used for rows and panels
 PAPER_TAG = "paper, CIFAR-10, different scale"
 
 # Song et al. 2021, Table 1: CIFAR-10 FID, DDPM-size nets, N = 1000 (as in DESIGN.md).
@@ -117,9 +118,11 @@ def load_fid_results(files: Sequence) -> pd.DataFrame:
         df[col] = pd.array([None if _missing(v) else int(v) for v in df[col]], dtype="Int64")
     for col in ("nfe", "fid", "kid", "kid_std", "seconds"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    if (df["nfe"].dropna() % 1 == 0).all():
+        df["nfe"] = df["nfe"].astype("Int64")
     df["denoise"] = df["denoise"].astype(bool)
     keys = ["dataset", "sde", "sampler", "predictor", "corrector", "steps", "denoise"]
-    return df.sort_values(keys, na_position="last", kind="stable").reset_index(drop=True)
+    return _sorted(df, keys)
 
 
 def load_nll_results(files: Sequence) -> pd.DataFrame:
@@ -128,7 +131,19 @@ def load_nll_results(files: Sequence) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=NLL_COLUMNS)
     for col in ("bpd", "bpd_sem", "nfe", "rtol", "atol"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    return df.sort_values(["dataset", "sde"], kind="stable").reset_index(drop=True)
+    return _sorted(df, ["dataset", "sde"])
+
+
+def _sde_key(sde) -> tuple:
+    return (SDE_ORDER.index(sde) if sde in SDE_ORDER else len(SDE_ORDER), str(sde))
+
+
+def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    def key(col):
+        return col.map(lambda s: _sde_key(s)[0]) if col.name == "sde" else col
+
+    df = df.sort_values(keys, na_position="last", kind="stable", key=key)
+    return df.reset_index(drop=True)
 
 
 def _missing(value) -> bool:
@@ -327,7 +342,7 @@ def _line_label(r: dict) -> str:
 
 def plot_fid_curves(fid: pd.DataFrame, x: str, title: str) -> Figure:
     """FID against ``x`` ("steps" or "nfe"), one panel per SDE, one line per sampler."""
-    sdes = sorted(fid["sde"].unique())
+    sdes = sorted(fid["sde"].unique(), key=_sde_key)
     fig, axes = _panels(len(sdes), title)
     for ax, sde in zip(axes, sdes, strict=False):
         sub = fid[(fid["sde"] == sde) & fid[x].notna() & fid["fid"].notna()]
@@ -377,12 +392,15 @@ def plot_series(series: dict[str, pd.DataFrame], x: str, y: str, title: str, log
     """One line per SDE of ``y`` against ``x``; marks the minimum for checkpoint selection."""
     fig = Figure(figsize=(5, 3.4))
     ax = fig.subplots()
-    for sde, df in sorted(series.items()):
-        ax.plot(df[x], df[y], label=sde, marker="o" if len(df) < 30 else None)
+    for sde in sorted(series, key=_sde_key):
+        df = series[sde]
+        smooth = df[y].rolling(max(1, len(df) // 50), min_periods=1).mean()
+        ax.plot(df[x], smooth, label=sde, marker="o" if len(df) < 30 else None)
         if y == "fid":
             best = df.loc[df[y].idxmin()]
             ax.scatter([best[x]], [best[y]], s=80, facecolors="none", edgecolors="k")
-    ax.set(xlabel=x, ylabel=y, title=title, yscale="log" if logy else "linear")
+    ylabel = "quick FID" if y == "fid" else f"{y} (running mean)" if len(df) >= 100 else y
+    ax.set(xlabel=x, ylabel=ylabel, title=title, yscale="log" if logy else "linear")
     ax.legend(fontsize=7)
     return fig
 
@@ -416,8 +434,9 @@ def _load_images(path: Path) -> torch.Tensor | None:
 
 def _sample_figures(fid, dataset, samples_dir):
     figs = {}
-    for sde, sub in fid[fid["fid"].notna()].groupby("sde", sort=True):
-        for r in sub.sort_values("fid").to_dict("records"):
+    for sde in sorted(set(fid["sde"]), key=_sde_key):
+        sub = fid[(fid["sde"] == sde) & fid["fid"].notna()]
+        for r in sub.sort_values("fid", kind="stable").to_dict("records"):
             images = _load_images(Path(samples_dir, dataset, sde, f"{r['case']}.pt"))
             if images is not None:
                 title = f"{dataset}/{sde}: best by FID, {_describe(r)}, FID {_fmt(r['fid'])}"
@@ -460,7 +479,7 @@ def _dataset_figures(dataset, fid, nll, checkpoints_dir, samples_dir):
         title = f"{dataset}: bits/dim per SDE (probability-flow ODE)"
         figs[f"bpd_{dataset}"] = (plot_bpd(nll, title), title)
     if checkpoints_dir is not None:
-        sdes = sorted(set(fid["sde"]) | set(nll["sde"]))
+        sdes = sorted(set(fid["sde"]) | set(nll["sde"]), key=_sde_key)
         figs.update(_checkpoint_figures(dataset, sdes, checkpoints_dir))
     return figs
 

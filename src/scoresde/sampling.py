@@ -203,7 +203,10 @@ def _fixed_step_ode(drift, x, times, method):
 
 
 def _adaptive_ode(drift, x, t0, t1, rtol, atol):
-    """Dormand-Prince RK45 (torchdiffeq ``dopri5``) on the tensor's own device; returns (x, nfe)."""
+    """Dormand-Prince RK45 (torchdiffeq ``dopri5``) on the tensor's own device; returns (x, nfe).
+
+    ``step_t`` makes the last step land on ``t1``: no stage evaluates the score outside [eps, T].
+    """
     from torchdiffeq import odeint
 
     count = [0]
@@ -214,7 +217,7 @@ def _adaptive_ode(drift, x, t0, t1, rtol, atol):
         return drift(y, t.expand(B))
 
     span = torch.tensor([t0, t1], device=x.device, dtype=x.dtype)
-    sol = odeint(func, x, span, rtol=rtol, atol=atol, method="dopri5")
+    sol = odeint(func, x, span, rtol=rtol, atol=atol, method="dopri5", options={"step_t": span[1:]})
     return sol[-1], count[0]
 
 

@@ -1,0 +1,293 @@
+"""Command line: ``python -m scoresde <stage> ...`` runs one pipeline stage.
+
+Every stage takes all of its input and output paths as arguments, and its parameters from
+``--params FILE`` (e.g. params.yaml), ``--params-json JSON`` (what the Snakemake rules pass)
+and ``--set group.key=value`` overrides, merged in that order over the schema defaults and
+validated. Problems with the input (a bad parameter, a missing dataset root, a corrupt
+checkpoint, an unknown sampler) end with one ``error: ...`` line on stderr and exit code 2;
+set ``SCORESDE_TRACEBACK=1`` to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from scoresde.stages.config import SDE_NAMES, ConfigError, narrow, resolve
+
+EXIT_INPUT_ERROR = 2
+
+
+def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
+    g = p.add_argument_group("parameters")
+    g.add_argument("--params", metavar="FILE", help="parameter file (YAML), e.g. params.yaml")
+    g.add_argument("--params-json", metavar="JSON", help="parameters as a JSON object "
+                   "(merged over --params; the Snakemake rules pass this)")
+    g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
+                   help="override one parameter, e.g. --set train.n_iters=100 (repeatable)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="torch threads (default: the stage's resources.threads)")
+    if device:
+        g.add_argument("--device", metavar="auto|cpu|cuda",
+                       help="compute device (default: the stage's device parameter)")
+
+
+def _path(p, flag: str, help: str, nargs=None, required: bool = True) -> None:
+    p.add_argument(flag, required=required, nargs=nargs, metavar="PATH", help=help)
+
+
+def _sde_arg(p, required: bool) -> None:
+    p.add_argument("--sde", required=required, metavar="|".join(SDE_NAMES),
+                   help="the SDE" + ("" if required else " the checkpoint must belong to"))
+
+
+def _params(args) -> dict:
+    return resolve(args.params, args.params_json, args.sets)
+
+
+def _check_sde(name: str | None) -> str | None:
+    if name is not None and name not in SDE_NAMES:
+        raise ValueError(f"unknown SDE {name!r}; choose one of {', '.join(SDE_NAMES)}")
+    return name
+
+
+def _runtime(args, params: dict, group: str) -> dict:
+    """device and threads: the command line's, else the parameter group's."""
+    section = params[group]
+    threads = args.threads if args.threads is not None else section["resources"]["threads"]
+    device = getattr(args, "device", None) or section.get("device", "auto")
+    return {"device_name": device, "threads": threads}
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def cmd_prepare_data(args) -> None:
+    from scoresde.stages import prepare_data
+
+    sets = list(args.sets)
+    if args.dataset:
+        sets.append(f"data.dataset={args.dataset}")
+    if args.root:
+        sets.append(f"data.root={args.root}")
+    params = resolve(args.params, args.params_json, sets)
+    prepare_data.run(narrow(params, ["data"]), args.train_out, args.test_out,
+                     args.reference_out, args.config_out)
+
+
+def cmd_train_features(args) -> None:
+    from scoresde.stages import fid
+
+    params = _params(args)
+    fid.train_features(narrow(params, ["eval.features"]), args.data, args.test, args.out,
+                       **_runtime(args, params, "eval"))
+
+
+def cmd_train(args) -> None:
+    from scoresde.stages import train
+
+    sde = _check_sde(args.sde)
+    params = _params(args)
+    train.run(narrow(params, ["data", "model", "sde", "train"], sde=sde), args.data, sde,
+              args.out_dir, args.log_csv, args.config_out, **_runtime(args, params, "train"))
+
+
+def cmd_select(args) -> None:
+    from scoresde.stages import select
+
+    params = _params(args)
+    select.run(narrow(params, ["select"]), args.checkpoints, args.reference, args.extractor,
+               args.best, args.table, args.config_out, expect_sde=_check_sde(args.sde),
+               **_runtime(args, params, "select"))
+
+
+def cmd_sample(args) -> None:
+    from scoresde.stages import sample
+
+    sde = _check_sde(args.sde)
+    params = _params(args)
+    sample.run(narrow(params, ["sample"], sde=sde), args.checkpoint, args.sampler, args.steps,
+               args.denoise, args.out, args.meta, expect_sde=sde,
+               **_runtime(args, params, "sample"))
+
+
+def cmd_fid(args) -> None:
+    from scoresde.stages import fid
+
+    params = _params(args)
+    fid.run(narrow(params, ["eval.fid", "eval.inception_weights"]), args.samples, args.meta,
+            args.reference, args.extractor, args.out, **_runtime(args, params, "eval"))
+
+
+def cmd_likelihood(args) -> None:
+    from scoresde.stages import likelihood
+
+    params = _params(args)
+    likelihood.run(narrow(params, ["eval.likelihood"]), args.checkpoint, args.data, args.out,
+                   expect_sde=_check_sde(args.sde), **_runtime(args, params, "eval"))
+
+
+def cmd_report(args) -> None:
+    from scoresde.stages import report
+
+    benchmarks = []
+    for path in map(Path, args.benchmarks):
+        benchmarks += sorted(path.rglob("*.tsv")) if path.is_dir() else [path]
+    report.run(_params(args), args.fid, args.nll, args.out_dir, args.checkpoints_dir,
+               args.samples_dir, [str(p) for p in benchmarks])
+
+
+def cmd_validate_config(args) -> None:
+    from scoresde.stages.config import load_file, merge, set_dotted, validate
+
+    cfg: dict = {}
+    for path in args.files:
+        cfg = merge(cfg, load_file(path))
+    for assignment in args.sets:
+        cfg = set_dotted(cfg, assignment)
+    resolved = validate(cfg, f"params ({', '.join(args.files) or 'defaults'})")
+    if args.print:
+        sys.stdout.write(yaml.safe_dump(resolved, sort_keys=False))
+    else:
+        print(f"ok: {', '.join(args.files) or 'the schema defaults'} "
+              "valid against the parameter schema")
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_stage_parsers(sub) -> None:
+    p = sub.add_parser("prepare-data", help="processed train/test splits and FID reference set")
+    _path(p, "--train-out", "output: processed training split (train.pt)")
+    _path(p, "--test-out", "output: processed test split (test.pt)")
+    _path(p, "--reference-out", "output: FID reference images (reference.pt)")
+    _path(p, "--config-out", "output: resolved parameters (config.json)", required=False)
+    p.add_argument("--dataset", help="shortcut for --set data.dataset=NAME")
+    p.add_argument("--root", metavar="DIR", help="shortcut for --set data.root=DIR")
+    _common(p, device=False)
+    p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("train-features", help="train the classifier used as FID features")
+    _path(p, "--data", "input: processed training split")
+    _path(p, "--test", "input: processed test split (reports accuracy)", required=False)
+    _path(p, "--out", "output: classifier checkpoint")
+    _common(p)
+    p.set_defaults(func=cmd_train_features)
+
+    p = sub.add_parser("train", help="train a score model for one SDE (DSM, EMA, snapshots)")
+    _path(p, "--data", "input: processed training split")
+    _sde_arg(p, required=True)
+    _path(p, "--out-dir", "output directory for step_{k}.pt snapshots")
+    _path(p, "--log-csv", "output: training-loss log (step, loss, lr, seconds)")
+    _path(p, "--config-out", "output: resolved parameters (config.json)")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("select-checkpoint", help="quick FID of each snapshot; copy the best")
+    _path(p, "--checkpoints", "input: snapshots to compare", nargs="+")
+    _path(p, "--reference", "input: FID reference set")
+    _path(p, "--extractor", "input: FID feature classifier checkpoint")
+    _path(p, "--best", "output: copy of the best snapshot (best.pt)")
+    _path(p, "--table", "output: selection.csv (step, fid, ...)")
+    _path(p, "--config-out", "output: resolved parameters and the choice (selection.json)")
+    _sde_arg(p, required=False)
+    _common(p)
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("sample", help="draw one sampler case from a checkpoint")
+    _path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
+    p.add_argument("--sampler", required=True,
+                   help="pc, p, c, em, ancestral, ode-rk45, ode-heun or ode-euler")
+    p.add_argument("--steps", required=True, help="number of steps, or 'adaptive' (ode-rk45)")
+    p.add_argument("--denoise", required=True, help="tweedie or none")
+    _path(p, "--out", "output: samples ({case}.pt, uint8 images)")
+    _path(p, "--meta", "output: sidecar JSON (nfe, seconds, case fields)")
+    _sde_arg(p, required=False)
+    _common(p)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("fid", help="FID/KID of one sample file (torch-fidelity)")
+    _path(p, "--samples", "input: samples ({case}.pt)")
+    _path(p, "--meta", "input: the samples' sidecar JSON")
+    _path(p, "--reference", "input: FID reference set")
+    _path(p, "--extractor", "input: FID feature classifier checkpoint")
+    _path(p, "--out", "output: metrics JSON")
+    _common(p)
+    p.set_defaults(func=cmd_fid)
+
+    p = sub.add_parser("likelihood", help="test-set bits/dim by the probability-flow ODE")
+    _path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
+    _path(p, "--data", "input: processed test split")
+    _path(p, "--out", "output: nll.json")
+    _sde_arg(p, required=False)
+    _common(p)
+    p.set_defaults(func=cmd_likelihood)
+
+    p = sub.add_parser("report", help="tables, figures and report.html from the metrics")
+    _path(p, "--fid", "input: FID metrics JSONs", nargs="*")
+    _path(p, "--nll", "input: likelihood JSONs", nargs="*")
+    _path(p, "--out-dir", "output directory (metrics.csv, likelihood.csv, report.html, ...)")
+    _path(p, "--checkpoints-dir", "root of checkpoints/ (loss and selection figures)",
+          required=False)
+    _path(p, "--samples-dir", "root of samples/ (sample grids)", required=False)
+    _path(p, "--benchmarks", "Snakemake benchmark TSVs or folders of them (stage times)",
+          nargs="*",
+          required=False)
+    _common(p, device=False)
+    p.set_defaults(func=cmd_report, benchmarks=[])
+
+    p = sub.add_parser("validate-config", help="check parameter files against the schema")
+    p.add_argument("files", nargs="*", metavar="FILE",
+                   help="parameter files merged in order (as snakemake --configfile)")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
+                   help="override one parameter (repeatable)")
+    p.add_argument("--print", action="store_true", help="print the resolved parameters")
+    p.set_defaults(func=cmd_validate_config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scoresde",
+        description="Score-SDE pipeline stages (Song et al., ICLR 2021). Each stage is one "
+                    "Snakemake rule; all paths are arguments.",
+        epilog="Stage order: prepare-data -> train-features, train -> select-checkpoint -> "
+               "sample -> fid; likelihood; report. Run `python -m scoresde STAGE --help`.")
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    _add_stage_parsers(sub)
+    return parser
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from scoresde.checkpoint import CheckpointError
+    from scoresde.data import DataError
+
+    return ConfigError, DataError, CheckpointError, ValueError, FloatingPointError, OSError
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one stage; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except _known_errors() as err:
+        if os.environ.get("SCORESDE_TRACEBACK"):
+            raise
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Sampler cases of the sweep: names, file-name patterns and the call into the library.
+
+A case is ``{sampler}_{steps}_{denoise}``, e.g. ``pc_100_tweedie`` or ``ode-rk45_adaptive_none``:
+
+========== =========================================================== =========
+sampler    meaning                                                     steps
+========== =========================================================== =========
+pc         reverse-diffusion predictor + Langevin corrector (Alg. 1)   integer
+p          reverse-diffusion predictor only (eq. 46)                   integer
+c          Langevin corrector only                                     integer
+em         Euler-Maruyama predictor only                               integer
+ancestral  ancestral-sampling predictor only (eq. 47)                  integer
+ode-rk45   probability-flow ODE (eq. 13), adaptive RK45                adaptive
+ode-heun   probability-flow ODE, fixed-step Heun                       integer
+ode-euler  probability-flow ODE, fixed-step Euler                      integer
+========== =========================================================== =========
+
+``denoise`` is ``tweedie`` (a final Tweedie step, the last update's mean) or ``none``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# sampler -> (predictor or ODE method, corrector); corrector None marks an ODE sampler.
+SAMPLERS: dict[str, tuple[str, str | None]] = {
+    "pc": ("reverse_diffusion", "langevin"),
+    "p": ("reverse_diffusion", "none"),
+    "c": ("none", "langevin"),
+    "em": ("euler_maruyama", "none"),
+    "ancestral": ("ancestral", "none"),
+    "ode-rk45": ("rk45", None),
+    "ode-heun": ("heun", None),
+    "ode-euler": ("euler", None),
+}
+ADAPTIVE = ("ode-rk45",)
+DENOISE = ("tweedie", "none")
+
+
+def is_ode(sampler: str) -> bool:
+    return check_sampler(sampler)[1] is None
+
+
+def check_sampler(sampler: str) -> tuple[str, str | None]:
+    """(predictor or ODE method, corrector) of a sampler name; ValueError naming the choices."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    return SAMPLERS[sampler]
+
+
+def parse_steps(sampler: str, steps: str | int | None) -> int | None:
+    """Step count of a case: None for adaptive samplers, a positive integer otherwise."""
+    check_sampler(sampler)
+    if sampler in ADAPTIVE:
+        if steps not in (None, "adaptive"):
+            raise ValueError(f"sampler {sampler} chooses its own steps; use steps 'adaptive', "
+                             f"not {steps!r}")
+        return None
+    try:
+        value = int(steps)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise ValueError(f"sampler {sampler} needs a positive integer step count, got {steps!r}")
+    return value
+
+
+def parse_denoise(denoise: str) -> bool:
+    if denoise not in DENOISE:
+        raise ValueError(f"unknown denoise {denoise!r}; choose one of {', '.join(DENOISE)}")
+    return denoise == "tweedie"
+
+
+def case_name(sampler: str, steps: int | str | None, denoise: str) -> str:
+    steps = parse_steps(sampler, steps)
+    parse_denoise(denoise)
+    return f"{sampler}_{'adaptive' if steps is None else steps}_{denoise}"
+
+
+def sweep(samplers: Sequence[str], steps: Sequence[int], denoise: Sequence[str]) -> list[str]:
+    """All case names of the sweep; adaptive samplers appear once per denoise setting."""
+    names = []
+    for sampler in samplers:
+        counts = [None] if sampler in ADAPTIVE else steps
+        names += [case_name(sampler, k, d) for k in counts for d in denoise]
+    return names
+
+
+def wildcard_constraints() -> dict[str, str]:
+    """Exact Snakemake wildcard regexes for ``{sampler}_{steps}_{denoise}``.
+
+    The look-aheads tie the step field to the sampler: integers for fixed-step samplers,
+    ``adaptive`` for RK45, so no file name outside the sweep's grammar matches a rule.
+    """
+    fixed = "|".join(s for s in SAMPLERS if s not in ADAPTIVE)
+    adaptive = "|".join(ADAPTIVE)
+    return {
+        "sampler": f"(?:{fixed})(?=_[1-9][0-9]*_)|(?:{adaptive})(?=_adaptive_)",
+        "steps": "[1-9][0-9]*|adaptive",
+        "denoise": "|".join(DENOISE),
+    }
+
+
+def describe(sampler: str, steps: int | None, denoise: bool) -> dict:
+    """The case fields recorded in every sample / FID JSON."""
+    predictor, corrector = check_sampler(sampler)
+    return {"sampler": sampler, "predictor": predictor, "corrector": corrector or "none",
+            "steps": steps, "denoise": denoise}
+
+
+def run_sampler(score_fn, sde, shape, sampler: str, steps: int | None, denoise: bool, *,
+                snr: float, corrector_steps: int = 1, eps: float | None = None,
+                rtol: float = 1e-5, atol: float = 1e-5, generator=None, device=None):
+    """Draw samples (model space) with one case's sampler; returns ``(samples, nfe)``."""
+    from scoresde.sampling import ode_sample, pc_sample
+
+    predictor, corrector = check_sampler(sampler)
+    if corrector is None:
+        return ode_sample(score_fn, sde, shape, method=predictor, steps=steps, rtol=rtol,
+                          atol=atol, eps=eps, denoise=denoise, generator=generator,
+                          device=device)
+    return pc_sample(score_fn, sde, shape, steps=steps, predictor=predictor,
+                     corrector=corrector, snr=snr, corrector_steps=corrector_steps, eps=eps,
+                     denoise=denoise, generator=generator, device=device)

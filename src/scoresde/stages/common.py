@@ -1,0 +1,202 @@
+"""File and tensor helpers shared by the stages (all writes are atomic)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from scoresde import __version__
+from scoresde.checkpoint import atomic_write, load_checkpoint
+from scoresde.data import DataError
+
+
+class StageError(ValueError):
+    """A stage cannot run on its inputs; the message names the file or value and the fix."""
+
+
+def log(message: str) -> None:
+    """One progress line on stderr (the rule's log file under Snakemake)."""
+    print(f"[scoresde {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def write_json(path: str | os.PathLike, obj: dict) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str, fix: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise StageError(f"{what} {path} does not exist; {fix}") from None
+    except (OSError, ValueError) as err:
+        raise StageError(f"{what} {path} cannot be read ({err}); {fix}") from None
+
+
+def write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Sequence[dict]) -> None:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def save_tensors(path: str | os.PathLike, obj: dict) -> None:
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_tensors(path: str | os.PathLike, keys: Sequence[str], what: str, fix: str) -> dict:
+    """torch.load(weights_only=True) of a dict holding `keys`; StageError naming file and fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise StageError(f"{what} {path} does not exist; {fix}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, corrupt or not a tensor file
+        raise StageError(f"{what} {path} is corrupt or not a tensor file "
+                         f"({type(err).__name__}); {fix}") from None
+    missing = [k for k in keys if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise StageError(f"{what} {path} lacks {', '.join(missing)}; {fix}")
+    return obj
+
+
+PREPARE_FIX = "rerun prepare-data (snakemake: delete it and rerun)"
+
+
+def load_split(path: str | os.PathLike) -> dict:
+    """A processed split written by prepare-data: x (uint8 levels), labels, levels, name."""
+    obj = load_tensors(path, ("x", "labels", "levels", "name"), "processed data file",
+                       PREPARE_FIX)
+    x = obj["x"]
+    if x.ndim != 4 or x.dtype != torch.uint8 or len(x) == 0:
+        raise DataError(f"processed data file {path} holds no uint8 images (N, C, H, W); "
+                        f"{PREPARE_FIX}")
+    return obj
+
+
+def load_reference(path: str | os.PathLike) -> torch.Tensor:
+    obj = load_tensors(path, ("images",), "FID reference set", PREPARE_FIX)
+    return obj["images"]
+
+
+def levels_to_uint8(k: torch.Tensor, levels: int) -> torch.Tensor:
+    """Integer levels 0..levels-1 -> uint8 0..255, round(k * 255 / (levels - 1))."""
+    return torch.round(k.double() * (255.0 / (levels - 1))).to(torch.uint8)
+
+
+def unit_to_levels(x01: torch.Tensor, levels: int, dequantized: bool) -> torch.Tensor:
+    """Continuous [0, 1] values -> integer levels, inverting the map the model was trained on.
+
+    Trained on k / (levels - 1): round to the nearest level. Trained on dequantised
+    (k + u) / levels: the cell k = floor(levels * x).
+    """
+    x01 = x01.clamp(0, 1)
+    if dequantized:
+        return torch.floor(x01 * levels).clamp(max=levels - 1).long()
+    return torch.round(x01 * (levels - 1)).long()
+
+
+def setup_torch(threads: int, seed: int | None = None) -> None:
+    """Torch intra-op threads = the rule's threads; optional global seed."""
+    torch.set_num_threads(max(1, int(threads)))
+    if seed is not None:
+        torch.manual_seed(seed)
+
+
+def provenance(stage: str, params: dict, **extra) -> dict:
+    """The resolved config written beside a stage's outputs."""
+    return {"stage": stage, "scoresde_version": __version__, "torch": torch.__version__,
+            **extra, "params": params}
+
+
+def load_score_model(path: str | os.PathLike, device: torch.device,
+                     expect_sde: str | None = None):
+    """(model with EMA weights in eval mode, sde, checkpoint config) from a train checkpoint."""
+    from scoresde.models import EMA, build_model
+    from scoresde.sde import make_sde
+
+    state, config = load_checkpoint(path)
+    if "model" not in state or "ema" not in state or "sde" not in config:
+        raise StageError(f"checkpoint {path} is not a score-model checkpoint from the train "
+                         "stage (no model/ema/sde); pass a step_*.pt or best.pt file")
+    sde_cfg = dict(config["sde"])
+    name = sde_cfg.pop("name")
+    if expect_sde is not None and name != expect_sde:
+        raise StageError(f"checkpoint {path} was trained for SDE {name!r}, not {expect_sde!r}; "
+                         f"use the checkpoint under checkpoints/<dataset>/{expect_sde}/")
+    model = build_model(config["model"])
+    ema = EMA(model, decay=float(state["ema"]["decay"]))
+    try:
+        ema.load_state_dict(state["ema"])
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise StageError(f"checkpoint {path}: the EMA weights do not fit the architecture in "
+                         f"its config ({err}); retrain it") from None
+    ema.copy_to(model)
+    model.requires_grad_(False).to(device).eval()
+    return model, make_sde(name, **sde_cfg), config
+
+
+def per_sample_generators(seed: int, start: int, count: int, device) -> list[torch.Generator]:
+    """One generator per sample index (sample i is the same whatever batch it is drawn in)."""
+    from scoresde.utils import per_sample_generators as make
+
+    return make(seed, start, count, device=device)
+
+
+def batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, batch_size):
+        yield start, min(batch_size, n - start)
+
+
+def images_from_model(x: torch.Tensor, meta: dict) -> torch.Tensor:
+    """Model-space samples -> uint8 0..255 on the dataset's level grid."""
+    from scoresde.data import from_model_space
+
+    levels = int(meta["levels"])
+    k = unit_to_levels(from_model_space(x.detach().cpu().float(), meta["centered"]), levels,
+                       bool(meta["dequantize"]))
+    return levels_to_uint8(k, levels)
+
+
+@contextmanager
+def timer() -> Iterator[list[float]]:
+    """``with timer() as t: ...``; afterwards ``t[0]`` holds the wall seconds."""
+    box = [0.0]
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box[0] = time.perf_counter() - start
+
+
+def draw_samples(model, sde, meta: dict, sampler: str, steps: int | None, denoise: bool,
+                 n: int, batch_size: int, seed: int, device, **sampler_kwargs):
+    """Draw `n` samples in batches with per-sample seeds; returns (uint8 images, nfe, seconds).
+
+    nfe is per sample (equal for every batch of a fixed-step sampler; the mean over batches
+    for the adaptive solver).
+    """
+    from scoresde.losses import get_score_fn
+    from scoresde.stages.cases import run_sampler
+
+    score_fn = get_score_fn(sde, model)
+    shape = tuple(meta["image_shape"])
+    images, nfes = [], []
+    with timer() as t, torch.no_grad():
+        for start, count in batches(n, batch_size):
+            gens = per_sample_generators(seed, start, count, device)
+            x, nfe = run_sampler(score_fn, sde, (count, *shape), sampler, steps, denoise,
+                                 generator=gens, device=device, **sampler_kwargs)
+            images.append(images_from_model(x, meta))
+            nfes.append(nfe)
+    nfe = nfes[0] if len(set(nfes)) == 1 else sum(nfes) / len(nfes)
+    return torch.cat(images), nfe, t[0]

@@ -1,0 +1,229 @@
+"""Pipeline parameters: load `params.yaml`, merge overrides, validate against the JSON schema.
+
+`workflow/schemas/params.schema.yaml` is the single definition of every key (type, range,
+default, description); the Snakefile validates Snakemake's `config` with it and every CLI
+stage validates its parameters with :func:`resolve`. A wrong key or value raises
+:class:`ConfigError` with one line naming the key, e.g.
+``params: train.n_iters: -5 is less than the minimum of 1``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+SCHEMA_RELPATH = Path("workflow/schemas/params.schema.yaml")
+SDE_NAMES = ("ve", "vp", "subvp")
+GROUPS = ("data", "model", "sde", "train", "select", "sample", "eval", "report")
+
+
+class ConfigError(ValueError):
+    """A parameter file or value is invalid; the message names the key and the fix."""
+
+
+def schema_path() -> Path:
+    """The schema: $SCORESDE_SCHEMA, else the repository's (editable install), else ./workflow."""
+    env = os.environ.get("SCORESDE_SCHEMA")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[3] / SCHEMA_RELPATH, Path.cwd() / SCHEMA_RELPATH]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(f"cannot find the parameter schema {SCHEMA_RELPATH}; run from the "
+                      "repository root or set SCORESDE_SCHEMA to its path")
+
+
+@lru_cache(maxsize=4)
+def _load_schema(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def load_schema() -> dict:
+    """The parsed parameter schema (a fresh copy)."""
+    return copy.deepcopy(_load_schema(str(schema_path())))
+
+
+def _validator(schema: dict):
+    """A Draft 2020-12 validator that fills in defaults (deep copies) while it descends."""
+    from jsonschema import Draft202012Validator, validators
+
+    check_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, instance, schema)
+
+    return validators.extend(Draft202012Validator, {"properties": properties})(schema)
+
+
+def _key(path: Iterable) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def explain(error) -> str:
+    """One line naming the key of a jsonschema ValidationError and what is wrong with it."""
+    where = _key(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        prefix = f"{where}." if error.absolute_path else ""
+        under = f"under {where}" if error.absolute_path else "at the top level"
+        return (f"{prefix}{extra[0]}: unknown key (valid keys {under}: {', '.join(known)})")
+    message = error.message
+    if error.validator == "type" and isinstance(error.instance, str):
+        try:
+            float(error.instance)
+            message += " (YAML reads numbers like 1e-5 as text; write 1.0e-5)"
+        except ValueError:
+            pass
+    return f"{where}: {message}"
+
+
+def _semantic_checks(cfg: dict) -> None:
+    """Cross-key rules the schema cannot express."""
+    sde = cfg["sde"]
+    if sde["ve"]["sigma_min"] >= sde["ve"]["sigma_max"]:
+        raise ConfigError("sde.ve.sigma_min must be smaller than sde.ve.sigma_max")
+    for name in ("vp", "subvp"):
+        if sde[name]["beta_min"] >= sde[name]["beta_max"]:
+            raise ConfigError(f"sde.{name}.beta_min must be smaller than sde.{name}.beta_max")
+
+
+def validate(params: dict | None, source: str = "params") -> dict:
+    """Return a deep copy of `params` with defaults filled in; ConfigError on any problem."""
+    from jsonschema.exceptions import best_match
+
+    cfg = copy.deepcopy(params) if params is not None else {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{source}: the parameters must be a mapping of groups "
+                          f"({', '.join(GROUPS)}), got {type(cfg).__name__}")
+    validator = _validator(load_schema())
+    error = best_match(validator.iter_errors(cfg))
+    if error is not None:
+        raise ConfigError(f"{source}: {explain(error)}")
+    _semantic_checks(cfg)
+    return cfg
+
+
+def defaults() -> dict:
+    """Every parameter at its schema default (equal to the shipped params.yaml)."""
+    return validate({})
+
+
+def load_file(path: str | os.PathLike) -> dict:
+    """Parse a YAML (or JSON) parameter file; ConfigError when missing or malformed."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"parameter file {path} does not exist; pass an existing "
+                          "--params file (e.g. params.yaml)") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"parameter file {path} cannot be read as YAML: "
+                          f"{' '.join(str(err).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"parameter file {path} must hold a mapping of groups "
+                          f"({', '.join(GROUPS)}), not a {type(data).__name__}")
+    return data
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Recursive dict merge (as Snakemake merges config files); lists are replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def set_dotted(cfg: dict, assignment: str) -> dict:
+    """Apply one ``group.key=value`` override (value parsed as YAML) to a copy of `cfg`."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.n_iters=100")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    out = copy.deepcopy(cfg)
+    node = out
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a group of parameters")
+    node[parts[-1]] = value
+    return out
+
+
+def resolve(params_file: str | None = None, params_json: str | None = None,
+            sets: Sequence[str] = ()) -> dict:
+    """Defaults <- `params_file` <- `params_json` <- ``--set`` overrides, validated."""
+    cfg: dict = {}
+    source = "params"
+    if params_file:
+        cfg = merge(cfg, load_file(params_file))
+        source = f"params ({params_file})"
+    if params_json:
+        try:
+            inline = json.loads(params_json)
+        except ValueError as err:
+            raise ConfigError(f"--params-json is not valid JSON: {err}") from None
+        if not isinstance(inline, dict):
+            raise ConfigError("--params-json must be a JSON object of parameter groups")
+        cfg = merge(cfg, inline)
+    for assignment in sets:
+        cfg = set_dotted(cfg, assignment)
+    return validate(cfg, source)
+
+
+def narrow(cfg: dict, keys: Sequence[str], sde: str | None = None) -> dict:
+    """The parameters under `keys` (groups or dotted paths such as ``eval.fid``) of `cfg`.
+
+    With `sde`, entries for the other SDEs are dropped everywhere and ``sde.names`` becomes
+    ``[sde]``. This is what a job for one (dataset, sde) depends on, so Snakemake reruns it
+    only when a parameter it uses changes.
+    """
+    others = set(SDE_NAMES) - {sde} if sde else set()
+
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in others}
+        return copy.deepcopy(node)
+
+    out: dict = {}
+    for key in keys:
+        *parents, last = key.split(".")
+        src, dst = cfg, out
+        for part in parents:
+            src, dst = src[part], dst.setdefault(part, {})
+        dst[last] = strip(src[last])
+    if sde and "names" in out.get("sde", {}):
+        out["sde"]["names"] = [sde]
+    return out
+
+
+def to_json(cfg: dict) -> str:
+    """Compact, key-sorted JSON (stable text for Snakemake's params change detection)."""
+    return json.dumps(cfg, sort_keys=True, separators=(",", ":"))
+
+
+def snapshot_steps(n_iters: int, every: int) -> list[int]:
+    """The training steps at which `train` writes `step_{k}.pt`: every `every`, and the last."""
+    steps = list(range(every, n_iters + 1, every))
+    if not steps or steps[-1] != n_iters:
+        steps.append(n_iters)
+    return steps

@@ -1,0 +1,51 @@
+"""prepare-data: the train/test splits as uint8 level tensors, and the FID reference set.
+
+Outputs (all `torch.save` dicts, read back with `weights_only=True`):
+``train.pt`` / ``test.pt``: ``{"x": uint8 (N, C, H, W) levels 0..L-1, "labels": long (N,) or
+None, "levels": L, "name": dataset}``; ``reference.pt``: ``{"images": uint8 (N, C, H, W)
+0..255}``, training images mapped to 0..255 (the set FID compares samples with).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from scoresde.data import DataError, is_image, load_dataset
+from scoresde.stages.common import levels_to_uint8, log, provenance, save_tensors, write_json
+
+
+def run(params: dict, train_out: str, test_out: str, reference_out: str,
+        config_out: str | None = None) -> None:
+    data = params["data"]
+    name = data["dataset"]
+    if not is_image(name):
+        raise DataError(f"data.dataset={name!r} is a 2-D toy; the pipeline (FID, bits/dim) "
+                        "needs an image dataset: digits, mnist, fashion_mnist, cifar10 or "
+                        "image_folder")
+    splits = {split: load_dataset(name, split, root=data["root"], n=data[f"n_{split}"],
+                                  seed=data["seed"])
+              for split in ("train", "test")}
+    for split, ds in splits.items():
+        if len(ds) == 0:
+            raise DataError(f"{name}: the {split} split is empty (data.n_{split}, data.root)")
+        log(f"{name} {split}: {tuple(ds.x.shape)} levels {ds.levels}")
+    train = splits["train"]
+    reference = reference_images(train.x, train.levels, data["n_reference"], data["seed"])
+    for split, path in (("train", train_out), ("test", test_out)):
+        ds = splits[split]
+        save_tensors(path, {"x": ds.x, "labels": ds.labels, "levels": int(ds.levels),
+                            "name": name})
+    save_tensors(reference_out, {"images": reference})
+    log(f"FID reference set: {tuple(reference.shape)} uint8")
+    if config_out:
+        write_json(config_out, provenance(
+            "prepare-data", params, outputs=[train_out, test_out, reference_out],
+            shapes={s: list(d.x.shape) for s, d in splits.items()}, levels=int(train.levels)))
+
+
+def reference_images(x: torch.Tensor, levels: int, n: int | None, seed: int) -> torch.Tensor:
+    """`n` training images (a seeded random subset; all when n is None) as uint8 0..255."""
+    if n is not None and n < len(x):
+        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+        x = x[idx.sort().values]
+    return levels_to_uint8(x, levels)

@@ -1,0 +1,69 @@
+"""select-checkpoint: a quick FID of every snapshot's EMA weights; the best is copied to best.pt.
+
+The paper reports FID at the checkpoint with the smallest FID; here each snapshot draws
+``select.n_samples`` images with a cheap sampler (``select.sampler`` / ``select.steps``) and
+the same per-sample seeds, so the ranking compares weights, not noise.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from scoresde.checkpoint import atomic_write
+from scoresde.stages.cases import ADAPTIVE, parse_denoise, parse_steps
+from scoresde.stages.common import (
+    draw_samples,
+    load_reference,
+    load_score_model,
+    log,
+    provenance,
+    setup_torch,
+    write_csv,
+    write_json,
+)
+
+COLUMNS = ("step", "fid", "kid", "kid_std", "nfe", "seconds", "checkpoint", "best")
+
+
+def score_snapshot(path: str, params: dict, reference, extractor: str, device,
+                   expect_sde: str | None) -> dict:
+    from scoresde.metrics import compute_fid_kid
+
+    sel = params["select"]
+    model, sde, meta = load_score_model(path, device, expect_sde)
+    sampler = sel["sampler"]
+    steps = parse_steps(sampler, "adaptive" if sampler in ADAPTIVE else sel["steps"])
+    images, nfe, seconds = draw_samples(
+        model, sde, meta, sampler, steps, parse_denoise(sel["denoise"]), sel["n_samples"],
+        sel["batch_size"], sel["seed"], device, snr=sel["snr"], rtol=sel["rtol"],
+        atol=sel["atol"])
+    metrics = compute_fid_kid(images, reference, extractor_weights_path=extractor,
+                              cuda=device.type == "cuda", seed=sel["seed"])
+    row = {"step": int(meta["step"]), "fid": metrics["fid"], "kid": metrics["kid"],
+           "kid_std": metrics["kid_std"], "nfe": nfe, "seconds": round(seconds, 3),
+           "checkpoint": str(path)}
+    log(f"{path}: FID {row['fid']:.3f} ({sampler}, nfe {nfe}, {seconds:.1f}s)")
+    return row
+
+
+def run(params: dict, checkpoints: list[str], reference_path: str, extractor_path: str,
+        best_out: str, table_out: str, config_out: str, device_name: str = "auto",
+        threads: int = 1, expect_sde: str | None = None) -> dict:
+    from scoresde.utils import pick_device
+
+    setup_torch(threads)
+    device = pick_device(device_name)
+    reference = load_reference(reference_path)
+    rows = [score_snapshot(p, params, reference, extractor_path, device, expect_sde)
+            for p in checkpoints]
+    best = min(rows, key=lambda r: (r["fid"], -r["step"]))
+    for row in rows:
+        row["best"] = row is best
+    with atomic_write(best_out) as tmp:
+        shutil.copyfile(best["checkpoint"], tmp)
+    write_csv(table_out, COLUMNS, sorted(rows, key=lambda r: r["step"]))
+    write_json(config_out, provenance("select-checkpoint", params, best_step=best["step"],
+                                      best_fid=best["fid"], best=str(best_out),
+                                      candidates=[str(p) for p in checkpoints]))
+    log(f"best: step {best['step']} (FID {best['fid']:.3f}) -> {best_out}")
+    return best

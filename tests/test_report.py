@@ -1,0 +1,206 @@
+"""The report stage on a tiny synthetic metrics tree."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from scoresde import report
+
+EXTRACTOR = "scoresde-classifier (trained on digits; not Inception)"
+# (sde, sampler, predictor, corrector, steps, denoise, nfe, fid): every paper ordering holds.
+CASES = [
+    ("ve", "pc", "reverse_diffusion", "langevin", 10, True, 20, 30.0),
+    ("ve", "pc", "reverse_diffusion", "langevin", 1000, True, 2000, 5.0),
+    ("ve", "pc", "reverse_diffusion", "langevin", 10, False, 20, 35.0),
+    ("ve", "p_only", "reverse_diffusion", "none", 10, True, 10, 40.0),
+    ("ve", "p_only", "reverse_diffusion", "none", 1000, True, 1000, 6.0),
+    ("ve", "c_only", "none", "langevin", 20, True, 20, 90.0),
+    ("ve", "ode", "rk45", "none", None, False, 60, 8.0),
+    ("vp", "pc", "reverse_diffusion", "langevin", 10, True, 20, 25.0),
+    ("vp", "p_only", "euler_maruyama", "none", 10, True, 10, 33.0),
+    ("vp", "p_only", "euler_maruyama", "none", 10, False, 10, 36.0),
+    ("subvp", "p_only", "euler_maruyama", "none", 10, True, 10, 31.0),
+]
+BPD = {"ve": 2.9, "vp": 2.6, "subvp": 2.4}
+FIGURES = ["fid_vs_steps_digits", "fid_vs_nfe_digits", "tweedie_digits", "samples_digits_ve",
+           "samples_digits_vp", "samples_digits_subvp", "loss_digits", "bpd_digits",
+           "selection_digits"]  # fmt: skip
+
+
+def _case_name(c):
+    return f"{c[1]}-{c[2]}-{c[3]}-{c[4]}-{int(c[5])}"  # any name: fields come from the JSON
+
+
+def _write_tree(root, cases=CASES, bpd=BPD):
+    fid_files, nll_files = [], []
+    for i, (sde, sampler, pred, corr, steps, denoise, nfe, fid) in enumerate(cases):
+        case = _case_name(cases[i])
+        path = root / "metrics" / "digits" / sde / "fid" / f"{case}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "dataset": "digits", "sde": sde, "sampler": sampler, "predictor": pred,
+            "corrector": corr, "steps": steps, "denoise": denoise, "nfe": nfe, "seconds": 1.5,
+            "n_samples": 64, "fid": fid, "kid": fid / 1000, "kid_std": 0.001,
+            "feature_extractor": EXTRACTOR,
+        }))  # fmt: skip
+        fid_files.append(path)
+        samples = root / "samples" / "digits" / sde / f"{case}.pt"
+        samples.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": torch.randint(0, 256, (16, 1, 8, 8), dtype=torch.uint8)}, samples)
+    for sde, value in bpd.items():
+        path = root / "metrics" / "digits" / sde / "nll.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "dataset": "digits", "sde": sde, "bpd": value, "bpd_sem": 0.05, "nfe": 120,
+            "n_images": 32, "divergence": "rademacher", "n_probes": 1, "rtol": 1e-5, "atol": 1e-5,
+        }))  # fmt: skip
+        nll_files.append(path)
+        ckpt = root / "checkpoints" / "digits" / sde
+        ckpt.mkdir(parents=True, exist_ok=True)
+        log = "step,loss,lr,seconds\n" + "".join(f"{s},{10 / (s + 1)},2e-4,{s / 10}\n"
+                                                  for s in range(0, 100, 10))  # fmt: skip
+        (ckpt / "train_log.csv").write_text(log)
+        (ckpt / "selection.csv").write_text("step,fid,nfe\n50,40.0,20\n100,35.0,20\n150,37.0,20\n")
+    return fid_files, nll_files
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tree")
+    fid_files, nll_files = _write_tree(root)
+    bench = root / "benchmarks" / "train_digits_ve.tsv"
+    bench.parent.mkdir()
+    bench.write_text("s\th:m:s\tmax_rss\n12.5\t0:00:12\t300.1\n")
+    out = report.build_report(
+        fid_files, nll_files, root / "reports", checkpoints_dir=root / "checkpoints",
+        samples_dir=root / "samples", config={"train": {"n_iters": 100}, "sample": {"steps": [10]}},
+        benchmark_files=[bench, root / "missing.tsv"], repo_dir=root,
+    )  # fmt: skip
+    return root, out
+
+
+def _csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_csvs_have_one_row_per_case_and_the_agreed_columns(built):
+    root, out = built
+    rows = _csv(out["metrics_csv"])
+    assert list(rows[0]) == report.FID_COLUMNS
+    assert len(rows) == len(CASES)
+    ode = next(r for r in rows if r["sampler"] == "ode")
+    assert ode["steps"] == "" and ode["nfe"] == "60" and ode["denoise"] == "False"
+    assert {r["steps"] for r in rows} >= {"10", "1000"}
+    nll = _csv(out["likelihood_csv"])
+    assert list(nll[0]) == report.NLL_COLUMNS
+    assert {r["sde"]: float(r["bpd"]) for r in nll} == BPD
+
+
+def test_every_figure_is_a_png(built):
+    root, out = built
+    names = sorted(p.stem for p in out["figures"])
+    assert names == sorted(FIGURES)
+    for name in FIGURES:
+        data = (root / "reports" / "figures" / f"{name}.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+def test_html_is_self_contained_and_markdown_links_figures(built):
+    root, out = built
+    page = out["html"].read_text()
+    assert page.count("data:image/png;base64,") == len(FIGURES)
+    assert page.count("<table>") >= 6 and "src='figures/" not in page
+    for text in ("Sampler sweep", "Likelihood", "paper, CIFAR-10, different scale", EXTRACTOR,
+                 "3.6 (reverse diffusion PC1000)", "3.02 (DDPM++ cont.)", "Provenance", "n_iters",
+                 "torch-fidelity", "train_digits_ve.tsv", "12.5", "cpu count"):  # fmt: skip
+        assert text in page, text
+    assert "unknown (not a git checkout" in page
+    md = out["markdown"].read_text()
+    for name in FIGURES:
+        assert f"(figures/{name}.png)" in md
+    assert "| ordering | verdict | evidence |" in md
+
+
+def test_all_orderings_hold_on_the_consistent_tree(built):
+    _, out = built
+    verdicts = {s: held for s, held, _ in out["orderings"]}
+    assert len(verdicts) == 5 and all(v is True for v in verdicts.values()), verdicts
+
+
+def _orderings(cases=CASES, bpd=BPD, tmp_path=None):
+    fid_files, nll_files = _write_tree(tmp_path, cases, bpd)
+    fid, nll = report.load_fid_results(fid_files), report.load_nll_results(nll_files)
+    return {s.split(" ")[0] + s.split(" ")[1]: (held, ev) for s, held, ev in
+            report.paper_orderings(fid, nll)}  # fmt: skip
+
+
+def _with_fid(match, fid):
+    return [(*c[:7], fid) if all(c[i] == v for i, v in match.items()) else c for c in CASES]
+
+
+FLIPS = {
+    # VE P-only better than PC at 10 steps
+    "PCbeats": _with_fid({0: "ve", 1: "p_only", 4: 10}, 25.0),
+    # corrector-only better than a P-only rival using no more NFE
+    "Corrector-onlysampling": _with_fid({1: "c_only"}, 35.0),
+    # a 20-NFE PC run reaches the ODE's FID
+    "Probability-flowODE": _with_fid({0: "ve", 1: "ode"}, 31.0),
+    # denoising makes VP P-only worse
+    "Tweediedenoising": _with_fid({0: "vp", 1: "p_only", 5: True}, 37.0),
+}
+
+
+@pytest.mark.parametrize("key", sorted(FLIPS))
+def test_each_fid_ordering_flips_when_a_number_changes(key, tmp_path):
+    assert _orderings(FLIPS[key], tmp_path=tmp_path)[key][0] is False
+
+
+def test_subvp_ordering_flips_and_missing_data_gives_none(tmp_path):
+    assert _orderings(bpd={**BPD, "subvp": 2.7}, tmp_path=tmp_path / "a")["Sub-VPhas"][0] is False
+    sparse = _orderings([CASES[0]], {"ve": 3.0}, tmp_path=tmp_path / "b")
+    assert all(held is None for held, _ in sparse.values())
+    assert all(ev.startswith("not decidable") for _, ev in sparse.values())
+
+
+def test_paper_numbers_only_for_the_same_case():
+    row = {"sde": "ve", "sampler": "pc", "predictor": "reverse_diffusion",
+           "corrector": "langevin", "steps": 1000, "kind": "pc"}  # fmt: skip
+    assert report.paper_fid(row) == (3.60, "reverse diffusion PC1000")
+    assert report.paper_fid({**row, "steps": 999}) is None
+    assert report.paper_fid({**row, "sde": "subvp"}) is None
+    ode = {"sde": "vp", "sampler": "ode", "predictor": "euler", "corrector": "none",
+           "steps": 1000, "kind": "ode"}  # fmt: skip
+    assert report.paper_fid(ode)[0] == 3.59
+    assert report.paper_bpd("subvp") == (3.02, "DDPM++ cont.") and report.paper_bpd("ve") is None
+
+
+def test_sampler_kind_from_fields():
+    def kind(sampler, pred, corr):
+        return report.sampler_kind({"sampler": sampler, "predictor": pred, "corrector": corr})
+
+    assert kind("pc", "reverse_diffusion", "langevin") == "pc"
+    assert kind("x", "ancestral", "none") == "predictor"
+    assert kind("x", "none", "ald") == "corrector"
+    assert kind("ode_heun", "none", "none") == "ode"
+    assert kind("x", "rk45", None) == "ode"
+
+
+def test_bad_inputs_name_the_file(tmp_path):
+    bad = tmp_path / "case.json"
+    bad.write_text(json.dumps({"dataset": "digits", "sde": "ve"}))
+    with pytest.raises(ValueError, match="case.json lacks the field"):
+        report.load_fid_results([bad])
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read results file"):
+        report.load_nll_results([bad])
+
+
+def test_empty_inputs_still_give_a_report(tmp_path):
+    out = report.build_report([], [], tmp_path / "reports")
+    assert out["figures"] == []
+    assert _csv(out["metrics_csv"]) == [] and out["metrics_csv"].read_text().startswith("dataset,")
+    assert "(no data)" in out["html"].read_text()
+    assert all(held is None for _, held, _ in out["orderings"])

@@ -1,0 +1,65 @@
+# Shared by all rule files -- parameter validation, wildcard grammar, small helpers.
+# Parameters come from params.yaml (configfile) merged with any --configfile / --config.
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from scoresde.stages import cases, config as params
+
+try:  # one line naming the key, before any job starts
+    params.validate(config)
+except params.ConfigError as err:
+    raise WorkflowError(str(err)) from None
+validate(config, "../schemas/params.schema.yaml")  # fills in the schema defaults
+
+DATASET = config["data"]["dataset"]
+SDES = config["sde"]["names"]
+CASES = cases.sweep(
+    config["sample"]["samplers"], config["sample"]["steps"], config["sample"]["denoise"]
+)
+SNAPSHOTS = params.snapshot_steps(
+    config["train"]["n_iters"], config["train"]["snapshot_every"]
+)
+CASE = cases.wildcard_constraints()
+
+
+wildcard_constraints:
+    dataset="digits|mnist|fashion_mnist|cifar10|image_folder",
+    sde="ve|vp|subvp",
+    sampler=CASE["sampler"],
+    steps=CASE["steps"],
+    denoise=CASE["denoise"],
+
+
+def stage_params(*keys, sde=None):
+    """Input function: the parameters a job uses, as JSON for --params-json."""
+
+    def get(wildcards):
+        return params.to_json(
+            params.narrow(config, keys, sde=wildcards.sde if sde else None)
+        )
+
+    return get
+
+
+def res(group, key):
+    """A resource of a stage's parameter group (threads, mem_mb, runtime, gpu)."""
+    return config[group]["resources"][key]
+
+
+def snapshots(wildcards):
+    return expand(
+        "checkpoints/{dataset}/{sde}/step_{k}.pt",
+        dataset=wildcards.dataset,
+        sde=wildcards.sde,
+        k=SNAPSHOTS,
+    )
+
+
+def fid_results(wildcards):
+    return expand(
+        "metrics/{dataset}/{sde}/fid/{case}.json", dataset=DATASET, sde=SDES, case=CASES
+    )
+
+
+def nll_results(wildcards):
+    return expand("metrics/{dataset}/{sde}/nll.json", dataset=DATASET, sde=SDES)

@@ -1,0 +1,53 @@
+rule train_features:
+    input:
+        train="data/processed/{dataset}/train.pt",
+        test="data/processed/{dataset}/test.pt",
+    output:
+        "checkpoints/{dataset}/fid_features.pt",
+    log:
+        "logs/train_features/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/train_features/{dataset}.tsv"
+    conda:
+        "../envs/scoresde.yaml"
+    threads: res("eval", "threads")
+    resources:
+        mem_mb=res("eval", "mem_mb"),
+        runtime=res("eval", "runtime"),
+        gpu=res("eval", "gpu"),
+    params:
+        cfg=stage_params("eval.features"),
+        device=config["eval"]["device"],
+    shell:
+        "python -m scoresde train-features --params-json {params.cfg:q} "
+        "--data {input.train} --test {input.test} --out {output} "
+        "--device {params.device} --threads {threads} > {log} 2>&1"
+
+
+rule fid:
+    input:
+        samples="samples/{dataset}/{sde}/{sampler}_{steps}_{denoise}.pt",
+        meta="samples/{dataset}/{sde}/{sampler}_{steps}_{denoise}.json",
+        reference="data/processed/{dataset}/reference.pt",
+        extractor="checkpoints/{dataset}/fid_features.pt",
+    output:
+        "metrics/{dataset}/{sde}/fid/{sampler}_{steps}_{denoise}.json",
+    log:
+        "logs/fid/{dataset}/{sde}/{sampler}_{steps}_{denoise}.log",
+    benchmark:
+        "logs/benchmarks/fid/{dataset}/{sde}/{sampler}_{steps}_{denoise}.tsv"
+    conda:
+        "../envs/scoresde.yaml"
+    threads: res("eval", "threads")
+    resources:
+        mem_mb=res("eval", "mem_mb"),
+        runtime=res("eval", "runtime"),
+        gpu=res("eval", "gpu"),
+    params:
+        cfg=stage_params("eval.fid", "eval.inception_weights"),
+        device=config["eval"]["device"],
+    shell:
+        "python -m scoresde fid --params-json {params.cfg:q} --samples {input.samples} "
+        "--meta {input.meta} --reference {input.reference} "
+        "--extractor {input.extractor} --out {output} "
+        "--device {params.device} --threads {threads} > {log} 2>&1"

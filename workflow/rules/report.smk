@@ -1,0 +1,30 @@
+rule report:
+    input:
+        fid=fid_results,
+        nll=nll_results,
+        train_logs=expand(
+            "checkpoints/{dataset}/{sde}/train_log.csv", dataset=DATASET, sde=SDES
+        ),
+        selections=expand(
+            "checkpoints/{dataset}/{sde}/selection.csv", dataset=DATASET, sde=SDES
+        ),
+    output:
+        metrics="reports/metrics.csv",
+        likelihood="reports/likelihood.csv",
+        html=report("reports/report.html", caption="../report/report.rst"),
+        md="reports/report.md",
+        figures=directory("reports/figures"),
+    log:
+        "logs/report.log",
+    conda:
+        "../envs/scoresde.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        cfg=lambda wildcards: params.to_json(config),
+    shell:
+        "python -m scoresde report --params-json {params.cfg:q} --fid {input.fid} "
+        "--nll {input.nll} --out-dir reports --checkpoints-dir checkpoints "
+        "--samples-dir samples --benchmarks logs/benchmarks > {log} 2>&1"

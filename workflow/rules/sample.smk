@@ -1,0 +1,25 @@
+rule sample:
+    input:
+        "checkpoints/{dataset}/{sde}/best.pt",
+    output:
+        samples="samples/{dataset}/{sde}/{sampler}_{steps}_{denoise}.pt",
+        meta="samples/{dataset}/{sde}/{sampler}_{steps}_{denoise}.json",
+    log:
+        "logs/sample/{dataset}/{sde}/{sampler}_{steps}_{denoise}.log",
+    benchmark:
+        "logs/benchmarks/sample/{dataset}/{sde}/{sampler}_{steps}_{denoise}.tsv"
+    conda:
+        "../envs/scoresde.yaml"
+    threads: res("sample", "threads")
+    resources:
+        mem_mb=res("sample", "mem_mb"),
+        runtime=res("sample", "runtime"),
+        gpu=res("sample", "gpu"),
+    params:
+        cfg=stage_params("sample", sde=True),
+        device=config["sample"]["device"],
+    shell:
+        "python -m scoresde sample --params-json {params.cfg:q} --checkpoint {input} "
+        "--sde {wildcards.sde} --sampler {wildcards.sampler} --steps {wildcards.steps} "
+        "--denoise {wildcards.denoise} --out {output.samples} --meta {output.meta} "
+        "--device {params.device} --threads {threads} > {log} 2>&1"

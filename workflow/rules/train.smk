@@ -1,0 +1,27 @@
+rule train:
+    input:
+        "data/processed/{dataset}/train.pt",
+    output:
+        snapshots=expand("checkpoints/{{dataset}}/{{sde}}/step_{k}.pt", k=SNAPSHOTS),
+        log_csv="checkpoints/{dataset}/{sde}/train_log.csv",
+        config="checkpoints/{dataset}/{sde}/config.json",
+    log:
+        "logs/train/{dataset}/{sde}.log",
+    benchmark:
+        "logs/benchmarks/train/{dataset}/{sde}.tsv"
+    conda:
+        "../envs/scoresde.yaml"
+    threads: res("train", "threads")
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
+    params:
+        cfg=stage_params("data", "model", "sde", "train", sde=True),
+        out_dir=lambda wildcards, output: os.path.dirname(output.log_csv),
+        device=config["train"]["device"],
+    shell:
+        "python -m scoresde train --params-json {params.cfg:q} --data {input} "
+        "--sde {wildcards.sde} --out-dir {params.out_dir} --log-csv {output.log_csv} "
+        "--config-out {output.config} --device {params.device} --threads {threads} "
+        "> {log} 2>&1"
