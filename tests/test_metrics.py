@@ -134,3 +134,12 @@ def test_clear_errors(digits, classifier, tmp_path):
     save_checkpoint(tmp_path / "unet.pt", {"w": torch.zeros(1)}, {"arch": "unet"})
     with pytest.raises(ValueError, match="not a scoresde-classifier"):
         metrics.compute_fid_kid(x, x, tmp_path / "unet.pt")
+
+
+def test_cpu_threads_limits_and_restores():
+    before = torch.get_num_threads()
+    with metrics.cpu_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with metrics.cpu_threads(None):
+        assert torch.get_num_threads() == before

@@ -211,12 +211,12 @@ def _add_stage_parsers(sub) -> None:
     _common(p)
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("fid", help="FID/KID of one sample file (torch-fidelity)")
-    _path(p, "--samples", "input: samples ({case}.pt)")
-    _path(p, "--meta", "input: the samples' sidecar JSON")
+    p = sub.add_parser("fid", help="FID/KID of sample files (torch-fidelity)")
+    _path(p, "--samples", "input: sample files ({case}.pt)", nargs="+")
+    _path(p, "--meta", "input: their sidecar JSONs, in the same order", nargs="+")
     _path(p, "--reference", "input: FID reference set")
     _path(p, "--extractor", "input: FID feature classifier checkpoint")
-    _path(p, "--out", "output: metrics JSON")
+    _path(p, "--out", "output: one metrics JSON per sample file, in the same order", nargs="+")
     _common(p)
     p.set_defaults(func=cmd_fid)
 

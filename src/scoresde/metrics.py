@@ -22,6 +22,7 @@ called (``compute_fid_kid`` calls it), never at import.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +113,29 @@ def _to_unit_input(x_uint8: torch.Tensor) -> torch.Tensor:
     return x_uint8.float() / 127.5 - 1.0
 
 
+@contextmanager
+def cpu_threads(n: int | None):
+    """Temporarily limit torch's intra-op threads and the BLAS pools (numpy) to ``n``.
+
+    The classifier and KID's kernels work on small tensors, where OpenMP/BLAS spin-waiting costs
+    more than it saves (up to 20x slower on a busy 2-core machine); ``None`` changes nothing.
+    """
+    if n is None:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # installed with scikit-learn; without it only torch is limited
+        threadpool_limits = None
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(n) if threadpool_limits else nullcontext():
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def _batched(fn, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """fn applied to x in chunks (whole training sets do not fit one forward pass)."""
@@ -150,11 +174,13 @@ def train_feature_extractor(
     dataset: str | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    num_threads: int | None = 1,
 ) -> tuple[dict, dict]:
     """Train the FID feature classifier on a labelled training split.
 
     ``images``: uint8 (N, C, H, W) in 0..255, or integer levels with ``levels`` given.
     Deterministic given ``seed`` (initialisation in a forked RNG, shuffling by a Generator).
+    ``num_threads``: CPU threads while training (see :func:`cpu_threads`; None = unchanged).
     Returns ``(state_dict, config)``; config records the architecture, the dataset name and
     the final training loss/accuracy, and is what :func:`build_classifier` consumes.
     """
@@ -162,12 +188,17 @@ def train_feature_extractor(
     y = torch.as_tensor(labels, dtype=torch.long).to(device)
     if len(y) != len(x):
         raise ValueError(f"{len(x)} images but {len(y)} labels")
+    with cpu_threads(num_threads):
+        return _fit(x, y, epochs, seed, batch_size, lr, width, feature_dim, dataset, progress)
+
+
+def _fit(x, y, epochs, seed, batch_size, lr, width, feature_dim, dataset, progress):
     config = {
         "arch": ARCH, "in_channels": int(x.shape[1]), "image_size": list(x.shape[2:]),
         "num_classes": int(y.max()) + 1, "width": width, "feature_dim": feature_dim,
         "dataset": dataset or "unknown", "epochs": epochs, "seed": seed,
     }  # fmt: skip
-    net = _seeded_classifier(config, seed).to(device)
+    net = _seeded_classifier(config, seed).to(x.device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     rounds = range(epochs)
@@ -321,6 +352,7 @@ def compute_fid_kid(
     kid_subset_size: int | None = None,
     seed: int = 0,
     batch_size: int = 64,
+    num_threads: int | str | None = "auto",
 ) -> dict:
     """FID (Heusel et al. 2017) and KID (Binkowski et al. 2018) of samples vs reference images.
 
@@ -328,7 +360,9 @@ def compute_fid_kid(
     ``inception_weights`` (a local file) the standard Inception-v3 features are used;
     otherwise the classifier checkpoint at ``extractor_weights_path``. ``kid_subset_size``
     defaults to min(1000, N // 2) for N the smaller set (so that KID's 100 subsets differ and
-    ``kid_std`` means something); ``seed`` fixes KID's subset draws.
+    ``kid_std`` means something); ``seed`` fixes KID's subset draws. ``num_threads``: CPU
+    threads (see :func:`cpu_threads`); the default "auto" means 1 for the small classifier and
+    unchanged for Inception.
     Returns ``{"fid", "kid", "kid_std", "feature_extractor"}``.
     """
     samples, reference = as_uint8_images(samples_uint8), as_uint8_images(reference_uint8)
@@ -341,12 +375,15 @@ def compute_fid_kid(
     if not 2 <= subset <= n_min:
         raise ValueError(f"kid_subset_size={subset} must be in 2..{n_min} (the smaller set)")
     name, weights, label = _resolve_extractor(extractor_weights_path, inception_weights)
-    out = torch_fidelity.calculate_metrics(
-        input1=_RGBImages(samples), input2=_RGBImages(reference), fid=True, kid=True,
-        feature_extractor=name, feature_extractor_weights_path=weights, cuda=cuda,
-        batch_size=batch_size, kid_subset_size=subset, rng_seed=seed, verbose=False,
-        cache=False, save_cpu_ram=True,
-    )  # fmt: skip
+    if num_threads == "auto":
+        num_threads = 1 if name == EXTRACTOR_NAME else None
+    with cpu_threads(num_threads):
+        out = torch_fidelity.calculate_metrics(
+            input1=_RGBImages(samples), input2=_RGBImages(reference), fid=True, kid=True,
+            feature_extractor=name, feature_extractor_weights_path=weights, cuda=cuda,
+            batch_size=batch_size, kid_subset_size=subset, rng_seed=seed, verbose=False,
+            cache=False, save_cpu_ram=True,
+        )  # fmt: skip
     return {
         "fid": float(out[torch_fidelity.KEY_METRIC_FID]),
         "kid": float(out[torch_fidelity.KEY_METRIC_KID_MEAN]),

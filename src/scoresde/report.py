@@ -68,6 +68,8 @@ PAPER_FID = (
     ("ve", "predictor", "reverse_diffusion", "none", 2000, 4.74, "reverse diffusion P2000"),
     ("ve", "pc", "reverse_diffusion", "langevin", 1000, 3.60, "reverse diffusion PC1000"),
     ("ve", "corrector", "none", "langevin", 2000, 20.43, "corrector only C2000"),
+    # "probability flow P1000": the PF ODE discretised in N steps; our closest case is the
+    # fixed-step Euler ODE sampler with 1000 steps. PF PC1000 has no counterpart here.
     ("ve", "ode", "euler", "none", 1000, 15.41, "probability flow P1000"),
     ("ve", "ode_pc", "euler", "langevin", 1000, 3.51, "probability flow PC1000"),
     ("vp", "predictor", "reverse_diffusion", "none", 1000, 3.21, "reverse diffusion P1000"),
@@ -428,7 +430,12 @@ def _read_csv_if(path: Path, needed: Sequence[str]) -> pd.DataFrame | None:
 def _load_images(path: Path) -> torch.Tensor | None:
     if not path.is_file():
         return None
-    images = torch.load(path, map_location="cpu", weights_only=True)["images"]
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or "images" not in blob:
+        raise ValueError(f"samples file {path} lacks an 'images' tensor")
+    images = blob["images"]
+    if images.is_floating_point():  # tolerate [0, 1] floats; the agreed format is uint8
+        images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
     return images if images.ndim == 4 else None
 
 

@@ -63,3 +63,8 @@ def fid_results(wildcards):
 
 def nll_results(wildcards):
     return expand("metrics/{dataset}/{sde}/nll.json", dataset=DATASET, sde=SDES)
+
+
+def case_files(pattern):
+    """One path per case of the sweep; `pattern` has {case} and escaped {{wildcards}}."""
+    return expand(pattern, case=CASES)

@@ -24,18 +24,20 @@ rule train_features:
         "--device {params.device} --threads {threads} > {log} 2>&1"
 
 
+# One job per (dataset, sde) scores all of its cases: the FID itself takes a fraction of a
+# second at the default scale, loading torch-fidelity several seconds.
 rule fid:
     input:
-        samples="samples/{dataset}/{sde}/{sampler}_{steps}_{denoise}.pt",
-        meta="samples/{dataset}/{sde}/{sampler}_{steps}_{denoise}.json",
+        samples=case_files("samples/{{dataset}}/{{sde}}/{case}.pt"),
+        meta=case_files("samples/{{dataset}}/{{sde}}/{case}.json"),
         reference="data/processed/{dataset}/reference.pt",
         extractor="checkpoints/{dataset}/fid_features.pt",
     output:
-        "metrics/{dataset}/{sde}/fid/{sampler}_{steps}_{denoise}.json",
+        case_files("metrics/{{dataset}}/{{sde}}/fid/{case}.json"),
     log:
-        "logs/fid/{dataset}/{sde}/{sampler}_{steps}_{denoise}.log",
+        "logs/fid/{dataset}/{sde}.log",
     benchmark:
-        "logs/benchmarks/fid/{dataset}/{sde}/{sampler}_{steps}_{denoise}.tsv"
+        "logs/benchmarks/fid/{dataset}/{sde}.tsv"
     conda:
         "../envs/scoresde.yaml"
     threads: res("eval", "threads")

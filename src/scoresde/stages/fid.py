@@ -1,4 +1,4 @@
-"""train-features and fid: FID / KID of a sample file through torch-fidelity.
+"""train-features and fid: FID / KID of sample files through torch-fidelity.
 
 Offline default: a small classifier trained here on the dataset's labelled training split
 (`scoresde.metrics.train_feature_extractor`), registered with torch-fidelity as a feature
@@ -56,20 +56,16 @@ def train_features(params: dict, train_path: str, test_path: str | None, out: st
     return config
 
 
-def run(params: dict, samples_path: str, meta_path: str, reference_path: str,
-        extractor_path: str, out: str, device_name: str = "auto", threads: int = 1) -> dict:
+def score_case(params: dict, samples_path: str, meta_path: str, reference_path: str,
+               reference, extractor_path: str, out: str, cuda: bool) -> dict:
     """FID/KID of one case's samples against the reference set; writes the case's metrics."""
     from scoresde.metrics import compute_fid_kid
-    from scoresde.utils import pick_device
 
     ev = params["eval"]
     fid = ev["fid"]
-    setup_torch(threads)
-    cuda = pick_device(device_name).type == "cuda"
     images = load_tensors(samples_path, ("images",), "sample file", SAMPLE_FIX)["images"]
     record = read_json(meta_path, "sample sidecar", SAMPLE_FIX)
     record.pop("config", None)
-    reference = load_reference(reference_path)
     if images.shape[1:] != reference.shape[1:]:
         raise StageError(f"samples {samples_path} are {tuple(images.shape[1:])} but the "
                          f"reference set is {tuple(reference.shape[1:])}; they come from "
@@ -79,10 +75,6 @@ def run(params: dict, samples_path: str, meta_path: str, reference_path: str,
     metrics = compute_fid_kid(images, reference, extractor_weights_path=extractor_path,
                               **kwargs)
     if ev["inception_weights"]:
-        if not Path(ev["inception_weights"]).is_file():
-            raise StageError(f"eval.inception_weights={ev['inception_weights']} does not "
-                             "exist; download torch-fidelity's "
-                             "weights-inception-2015-12-05-6726825d.pth there, or set it to null")
         inception = compute_fid_kid(images, reference,
                                     inception_weights=ev["inception_weights"], **kwargs)
         metrics |= {f"{k}_inception": v for k, v in inception.items()
@@ -95,3 +87,24 @@ def run(params: dict, samples_path: str, meta_path: str, reference_path: str,
     log(f"{Path(samples_path).stem}: FID {metrics['fid']:.3f} KID {metrics['kid']:.4f} "
         f"({metrics['feature_extractor']}) -> {out}")
     return result
+
+
+def run(params: dict, samples: list[str], metas: list[str], reference_path: str,
+        extractor_path: str, outs: list[str], device_name: str = "auto",
+        threads: int = 1) -> list[dict]:
+    """FID/KID of each sample file (paired with its sidecar and output path, in order)."""
+    from scoresde.utils import pick_device
+
+    if not len(samples) == len(metas) == len(outs):
+        raise StageError(f"got {len(samples)} sample files, {len(metas)} sidecars and "
+                         f"{len(outs)} outputs; give one sidecar and one output per sample file")
+    weights = params["eval"]["inception_weights"]
+    if weights and not Path(weights).is_file():
+        raise StageError(f"eval.inception_weights={weights} does not exist; put "
+                         "torch-fidelity's weights-inception-2015-12-05-6726825d.pth there, "
+                         "or set it to null")
+    setup_torch(threads)
+    cuda = pick_device(device_name).type == "cuda"
+    reference = load_reference(reference_path)
+    return [score_case(params, s, m, reference_path, reference, extractor_path, o, cuda)
+            for s, m, o in zip(samples, metas, outs, strict=True)]

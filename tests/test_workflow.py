@@ -1,0 +1,138 @@
+"""The Snakemake workflow: lint, formatting, dry runs of the shipped configs, bad parameters,
+and (slow) the smoke configuration end to end."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scoresde.stages import cases
+from scoresde.stages import config as cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+WORKFLOW_FILES = ("Snakefile", "params.yaml", "workflow", ".test", "config")
+
+
+def snakemake(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run snakemake from this interpreter's environment (its `python` first on PATH)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    """A copy of the workflow (not the results) in a fresh folder."""
+    for name in WORKFLOW_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("out"))
+        else:
+            shutil.copy2(src, tmp_path / name)
+    return tmp_path
+
+
+def test_lint_is_clean():
+    proc = snakemake("--lint")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+def test_snakefmt_is_clean():
+    snakefmt = shutil.which("snakefmt", path=str(BIN)) or shutil.which("snakefmt")
+    if snakefmt is None:
+        pytest.skip("snakefmt is not installed")
+    proc = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/rules"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _job_counts(stdout: str) -> dict[str, int]:
+    counts, on = {}, False
+    for line in stdout.splitlines():
+        if line.startswith("job ") and "count" in line:
+            on = True
+        elif on and line.strip() and not line.startswith("---"):
+            name, number = line.split()[0], line.split()[-1]
+            if name == "total":
+                break
+            counts[name] = int(number)
+    return counts
+
+
+@pytest.mark.parametrize("configfile", [None, ".test/params.yaml", "config/cifar10.yaml",
+                                        "config/fashion_mnist.yaml"])
+def test_dry_run_plans_the_whole_dag(workdir, configfile):
+    args = ["-n", "--cores", "2"] + (["--configfile", configfile] if configfile else [])
+    proc = snakemake(*args, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    merged = cfg.load_file(workdir / "params.yaml")
+    if configfile:
+        merged = cfg.merge(merged, cfg.load_file(workdir / configfile))
+    c = cfg.validate(merged)
+    n_sde = len(c["sde"]["names"])
+    n_case = len(cases.sweep(c["sample"]["samplers"], c["sample"]["steps"],
+                             c["sample"]["denoise"]))
+    counts = _job_counts(proc.stdout)
+    assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
+                      "report": 1, "sample": n_sde * n_case, "select_checkpoint": n_sde,
+                      "train": n_sde, "train_features": 1}, proc.stdout
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [({"train": {"n_iter": 10}}, "train.n_iter"), ({"sample": {"steps": [0]}}, "sample.steps.0"),
+     ({"sde": {"names": ["ve", "vpsde"]}}, "sde.names.1")],
+)
+def test_bad_parameters_fail_before_any_job(workdir, override, key):
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(override))
+    proc = snakemake("-n", "--cores", "1", "--configfile", "bad.yaml", cwd=workdir)
+    assert proc.returncode != 0
+    assert key in proc.stdout + proc.stderr
+    assert not (workdir / "data").exists()
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_smoke_config_end_to_end(workdir):
+    start = time.perf_counter()
+    proc = snakemake("--cores", "2", "--configfile", ".test/params.yaml", cwd=workdir)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    c = cfg.resolve(str(workdir / ".test/params.yaml"))
+    sdes = c["sde"]["names"]
+    n_case = len(cases.sweep(c["sample"]["samplers"], c["sample"]["steps"],
+                             c["sample"]["denoise"]))
+
+    metrics = _rows(workdir / "reports/metrics.csv")
+    assert len(metrics) == len(sdes) * n_case
+    assert {"dataset", "sde", "sampler", "steps", "denoise", "nfe", "fid", "kid",
+            "seconds", "feature_extractor"} <= set(metrics[0])
+    assert {r["sde"] for r in metrics} == set(sdes)
+    assert all(float(r["fid"]) > 0 and float(r["nfe"]) > 0 for r in metrics)
+
+    nll = _rows(workdir / "reports/likelihood.csv")
+    assert sorted(r["sde"] for r in nll) == sorted(sdes)
+    assert {"dataset", "sde", "bpd", "nfe"} <= set(nll[0])
+    assert all(0 < float(r["bpd"]) < 20 for r in nll)
+    assert (workdir / "reports/report.html").stat().st_size > 1000
+    for sde in sdes:  # the resolved parameters sit beside the outputs
+        assert (workdir / f"checkpoints/digits/{sde}/config.json").is_file()
+        assert (workdir / f"checkpoints/digits/{sde}/best.pt").is_file()
+    assert seconds < 240, f"smoke run took {seconds:.0f}s"
+
+    again = snakemake("-n", "--cores", "2", "--configfile", ".test/params.yaml", cwd=workdir)
+    assert "Nothing to be done" in again.stdout + again.stderr
