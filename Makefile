@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint reproduce bench clean
+.PHONY: venv test test-fast test-slurm lint reproduce bench clean
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow" tests
 
+test-slurm: $(STAMP)
+	bash scripts/test_slurm.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests workflow benchmarks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
@@ -31,7 +34,9 @@ reproduce: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake --cores all
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/sampler_overhead.py
+	$(BIN)/pip install -q -r benchmarks/requirements.txt
+	$(BIN)/pip install -q --no-deps -r benchmarks/requirements-nodeps.txt
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf data checkpoints samples metrics reports logs .snakemake

@@ -70,12 +70,8 @@ def _runtime(args, params: dict, group: str) -> dict:
 def cmd_prepare_data(args) -> None:
     from scoresde.stages import prepare_data
 
-    sets = list(args.sets)
-    if args.dataset:
-        sets.append(f"data.dataset={args.dataset}")
-    if args.root:
-        sets.append(f"data.root={args.root}")
-    params = resolve(args.params, args.params_json, sets)
+    data = {k: v for k, v in (("dataset", args.dataset), ("root", args.root)) if v}
+    params = resolve(args.params, args.params_json, args.sets, overrides={"data": data})
     prepare_data.run(narrow(params, ["data"]), args.train_out, args.test_out,
                      args.reference_out, args.config_out)
 

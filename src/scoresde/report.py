@@ -20,7 +20,10 @@ field is read from the files' contents, never parsed out of names):
 * optional Snakemake ``benchmark:`` TSV files (column ``s``) for wall time per stage.
 
 Outputs in ``out_dir``: ``metrics.csv``, ``likelihood.csv``, ``report.html`` (self-contained,
-figures embedded as base64 PNG), ``report.md`` (links ``figures/*.png``) and ``figures/``.
+figures embedded as base64 PNG), ``report.md`` (links ``figures/*.png``) and ``figures/``; and,
+for ``dvc exp show`` / ``dvc plots``, ``metrics.json`` (flat: ``{dataset}/{sde}/{case}/fid``,
+``.../kid`` and ``{dataset}/{sde}/bpd``), ``fid_vs_steps.csv`` (one row per case) and
+``train_loss.csv`` (``step`` plus one loss column per SDE, from the training logs).
 Paper numbers (Song et al., ICLR 2021, CIFAR-10) sit beside ours only where the same case
 exists, marked as a different scale.
 """
@@ -728,6 +731,57 @@ def _write_csvs(fid, nll, out_dir: Path) -> tuple[Path, Path]:
     return paths
 
 
+# --------------------------------------------------------------------------- DVC files
+
+
+def flat_metrics(fid: pd.DataFrame, nll: pd.DataFrame) -> dict[str, float | None]:
+    """``{dataset}/{sde}/{case}/fid`` and ``/kid`` per case, ``{dataset}/{sde}/bpd`` per SDE."""
+    out: dict[str, float | None] = {}
+    for r in fid.to_dict("records"):
+        for key in ("fid", "kid"):
+            out[f"{r['dataset']}/{r['sde']}/{r['case']}/{key}"] = _number(r[key])
+    for r in nll.to_dict("records"):
+        out[f"{r['dataset']}/{r['sde']}/bpd"] = _number(r["bpd"])
+    return out
+
+
+def _number(value) -> float | None:
+    return None if _missing(value) else float(value)
+
+
+def train_loss_table(datasets: Sequence[str], sdes: Sequence[str], checkpoints_dir) -> pd.DataFrame:
+    """``step`` plus one loss column per SDE (``{dataset}/{sde}`` for several datasets)."""
+    table = None
+    for dataset in datasets:
+        for sde in sdes:
+            df = _read_csv_if(Path(checkpoints_dir, dataset, sde, "train_log.csv"), ["step", "loss"])
+            if df is None:
+                continue
+            name = sde if len(datasets) == 1 else f"{dataset}/{sde}"
+            df = df[["step", "loss"]].rename(columns={"loss": name})
+            table = df if table is None else table.merge(df, on="step", how="outer")
+    if table is None:
+        return pd.DataFrame(columns=["step"])
+    return table.sort_values("step", kind="stable").reset_index(drop=True)
+
+
+def _write_dvc_files(fid, nll, out_dir: Path, checkpoints_dir) -> dict[str, Path]:
+    paths = {"metrics_json": out_dir / "metrics.json", "fid_vs_steps_csv": out_dir / "fid_vs_steps.csv",
+             "train_loss_csv": out_dir / "train_loss.csv"}  # fmt: skip
+    _write_text(paths["metrics_json"], json.dumps(flat_metrics(fid, nll), indent=2) + "\n")
+    curves = fid.assign(series=fid["sde"] + "/" + fid["sampler"] + "/"
+                        + fid["denoise"].map({True: "tweedie", False: "none"}))  # fmt: skip
+    cols = ["dataset", "sde", "sampler", "denoise", "series", "case", "steps", "nfe", "fid", "kid"]
+    with atomic_write(paths["fid_vs_steps_csv"]) as tmp:
+        curves[cols].to_csv(tmp, index=False)
+    datasets = sorted(set(fid["dataset"]) | set(nll["dataset"]))
+    sdes = sorted(set(fid["sde"]) | set(nll["sde"]), key=_sde_key)
+    loss = train_loss_table(datasets, sdes, checkpoints_dir) if checkpoints_dir else None
+    with atomic_write(paths["train_loss_csv"]) as tmp:
+        (loss if loss is not None else pd.DataFrame(columns=["step"])).to_csv(tmp, index=False)
+    return paths
+
+
 def build_report(
     fid_files: Sequence[str | os.PathLike],
     nll_files: Sequence[str | os.PathLike],
@@ -746,11 +800,13 @@ def build_report(
     documented layout, for training-loss, checkpoint-selection and sample-grid figures.
     ``config``: the resolved configuration (shown verbatim). ``benchmark_files``: Snakemake
     benchmark TSVs for wall time per stage. ``repo_dir``: where to ask git for the commit.
+    Also writes the DVC files ``metrics.json``, ``fid_vs_steps.csv`` and ``train_loss.csv``.
     Returns the paths written plus the orderings as ``(statement, held, evidence)``.
     """
     out_dir = Path(out_dir)
     fid, nll = load_fid_results(fid_files), load_nll_results(nll_files)
     metrics_csv, likelihood_csv = _write_csvs(fid, nll, out_dir)
+    dvc_files = _write_dvc_files(fid, nll, out_dir, checkpoints_dir)
     figures = make_figures(fid, nll, out_dir / "figures", checkpoints_dir, samples_dir)
     orderings = paper_orderings(fid, nll)
     sections = _sections(fid, nll, orderings, provenance(config, benchmark_files, repo_dir))
@@ -760,4 +816,5 @@ def build_report(
     return {
         "metrics_csv": metrics_csv, "likelihood_csv": likelihood_csv, "html": html_path,
         "markdown": md_path, "figures": [f["path"] for f in figures], "orderings": orderings,
+        **dvc_files,
     }  # fmt: skip

@@ -3,11 +3,11 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from scoresde.stages import cases, config as params
+from scoresde.stages import cases, config as settings
 
 try:  # one line naming the key, before any job starts
-    params.validate(config)
-except params.ConfigError as err:
+    settings.validate(config)
+except settings.ConfigError as err:
     raise WorkflowError(str(err)) from None
 validate(config, "../schemas/params.schema.yaml")  # fills in the schema defaults
 
@@ -16,7 +16,7 @@ SDES = config["sde"]["names"]
 CASES = cases.sweep(
     config["sample"]["samplers"], config["sample"]["steps"], config["sample"]["denoise"]
 )
-SNAPSHOTS = params.snapshot_steps(
+SNAPSHOTS = settings.snapshot_steps(
     config["train"]["n_iters"], config["train"]["snapshot_every"]
 )
 CASE = cases.wildcard_constraints()
@@ -30,12 +30,12 @@ wildcard_constraints:
     denoise=CASE["denoise"],
 
 
-def stage_params(*keys, sde=None):
+def stage_params(*keys, per_sde=False):
     """Input function: the parameters a job uses, as JSON for --params-json."""
 
     def get(wildcards):
-        return params.to_json(
-            params.narrow(config, keys, sde=wildcards.sde if sde else None)
+        return settings.to_json(
+            settings.narrow(config, keys, sde=wildcards.sde if per_sde else None)
         )
 
     return get

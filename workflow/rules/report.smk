@@ -9,9 +9,17 @@ rule report:
             "checkpoints/{dataset}/{sde}/selection.csv", dataset=DATASET, sde=SDES
         ),
     output:
-        metrics="reports/metrics.csv",
-        likelihood="reports/likelihood.csv",
-        html=report("reports/report.html", caption="../report/report.rst"),
+        metrics=report(
+            "reports/metrics.csv", caption="../report/metrics.rst", category="Tables"
+        ),
+        likelihood=report(
+            "reports/likelihood.csv",
+            caption="../report/likelihood.rst",
+            category="Tables",
+        ),
+        html=report(
+            "reports/report.html", caption="../report/report.rst", category="Report"
+        ),
         md="reports/report.md",
         figures=directory("reports/figures"),
     log:
@@ -23,7 +31,7 @@ rule report:
         mem_mb=4000,
         runtime=30,
     params:
-        cfg=lambda wildcards: params.to_json(config),
+        cfg=lambda wildcards: settings.to_json(config),
     shell:
         "python -m scoresde report --params-json {params.cfg:q} --fid {input.fid} "
         "--nll {input.nll} --out-dir reports --checkpoints-dir checkpoints "

@@ -16,7 +16,7 @@ rule sample:
         runtime=res("sample", "runtime"),
         gpu=res("sample", "gpu"),
     params:
-        cfg=stage_params("sample", sde=True),
+        cfg=stage_params("sample", per_sde=True),
         device=config["sample"]["device"],
     shell:
         "python -m scoresde sample --params-json {params.cfg:q} --checkpoint {input} "

@@ -170,8 +170,8 @@ def set_dotted(cfg: dict, assignment: str) -> dict:
 
 
 def resolve(params_file: str | None = None, params_json: str | None = None,
-            sets: Sequence[str] = ()) -> dict:
-    """Defaults <- `params_file` <- `params_json` <- ``--set`` overrides, validated."""
+            sets: Sequence[str] = (), overrides: dict | None = None) -> dict:
+    """Defaults <- `params_file` <- `params_json` <- `overrides` <- ``--set``, validated."""
     cfg: dict = {}
     source = "params"
     if params_file:
@@ -185,6 +185,7 @@ def resolve(params_file: str | None = None, params_json: str | None = None,
         if not isinstance(inline, dict):
             raise ConfigError("--params-json must be a JSON object of parameter groups")
         cfg = merge(cfg, inline)
+    cfg = merge(cfg, overrides or {})
     for assignment in sets:
         cfg = set_dotted(cfg, assignment)
     return validate(cfg, source)

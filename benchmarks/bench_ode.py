@@ -1,0 +1,189 @@
+"""Probability-flow ODE sampling against k-diffusion's Euler / Heun samplers and raw torchdiffeq dopri5.
+
+Three measurements, one run, VE SDE (k-diffusion's samplers integrate dx/dsigma = (x - D(x, sigma)) /
+sigma, the VE probability-flow ODE, with the denoiser D = x + sigma^2 score):
+
+1. accuracy against NFE on a 2-D Gaussian mixture with its exact score (float64; the error is the RMS
+   distance to a dopri5 solution at rtol = atol = 1e-10 from the same prior draws), standing in for
+   "the same FID": a trained network approximates this score;
+2. wall time per network evaluation of each implementation on the default U-Net (8x8, 32 channels)
+   at equal NFE, timed in alternation: the implementation's own overhead;
+3. time at equal accuracy: the NFE each method needs to reach an error target (from 1) times its
+   wall time per evaluation (from 2).
+
+    python benchmarks/bench_ode.py [--quick] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from benchlib import Check, Report, Table, cli_main, default_unet, k_diffusion_sampling, optional, race
+
+from scoresde import VESDE, get_score_fn, ode_sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from exact import narrow_mixture  # noqa: E402
+
+
+def t_of_sigma(sde: VESDE, sigma):
+    return torch.log(sigma / sde.sigma_min) / sde.log_ratio
+
+
+SEED = 0
+
+
+def start(sde, shape, dtype=None):
+    """The prior draw every implementation starts from (``ode_sample`` makes the same draw itself)."""
+    return sde.prior_sampling(shape, torch.Generator().manual_seed(SEED), dtype=dtype)
+
+
+def ours(method, score_fn, sde, x0, n):
+    """``ode_sample`` from ``start``'s draw; ``n`` is steps (euler / heun) or the tolerance (rk45)."""
+    kw = dict(rtol=n, atol=n) if method == "rk45" else dict(steps=n)
+    return ode_sample(score_fn, sde, x0.shape, method=method, dtype=x0.dtype,
+                      generator=torch.Generator().manual_seed(SEED), **kw)
+
+
+def kd(method, score_fn, sde, x0, n, schedule):
+    """k-diffusion ``sample_euler`` / ``sample_heun`` over ``n`` steps from sigma_max to sigma(eps)."""
+    ks = k_diffusion_sampling()
+    sig_max, sig_end = sde.sigma_max, sde.sigma(torch.tensor(sde.sampling_eps, dtype=torch.float64)).item()
+    if schedule == "karras":
+        sigmas = ks.get_sigmas_karras(n + 1, sig_end, sig_max, rho=7.0)[:-1]  # drop the appended 0
+    else:  # the grid ode_sample uses: uniform in t, i.e. geometric in sigma
+        t = torch.linspace(sde.T, sde.sampling_eps, n + 1, dtype=torch.float64)
+        sigmas = sde.sigma(t)
+    sigmas = sigmas.to(x0.dtype)
+    count = [0]
+
+    def denoiser(x, sigma):
+        count[0] += 1
+        return x + (sigma**2)[:, None].view(-1, *[1] * (x.ndim - 1)) * score_fn(x, t_of_sigma(sde, sigma))
+
+    sampler = ks.sample_heun if method == "heun" else ks.sample_euler
+    return sampler(denoiser, x0.clone(), sigmas, disable=True), count[0]
+
+
+def tde(score_fn, sde, x0, tol):
+    """Raw torchdiffeq: odeint(dopri5) on the probability-flow drift, no step_t, as a user would call it."""
+    from torchdiffeq import odeint
+
+    rsde = sde.reverse(score_fn, probability_flow=True)
+    count = [0]
+    B = x0.shape[0]
+
+    def func(t, y):
+        count[0] += 1
+        return rsde.sde(y, t.expand(B))[0]
+
+    span = torch.tensor([sde.T, sde.sampling_eps], dtype=x0.dtype)
+    return odeint(func, x0, span, rtol=tol, atol=tol, method="dopri5")[-1], count[0]
+
+
+def methods(kd_ok: bool, tde_ok: bool):
+    """name -> (family, runner(score_fn, sde, x0, n)); the family pairs ours with its reference."""
+    m = {
+        "ours euler": ("euler", lambda sf, sde, x0, n: ours("euler", sf, sde, x0, n)),
+        "ours heun": ("heun", lambda sf, sde, x0, n: ours("heun", sf, sde, x0, n)),
+        "ours rk45": ("rk45", lambda sf, sde, x0, n: ours("rk45", sf, sde, x0, n)),
+    }
+    if kd_ok:
+        m["k-diffusion euler (same grid)"] = (
+            "euler", lambda sf, sde, x0, n: kd("euler", sf, sde, x0, n, "t"))
+        m["k-diffusion heun (same grid)"] = (
+            "heun", lambda sf, sde, x0, n: kd("heun", sf, sde, x0, n, "t"))
+        m["k-diffusion heun (karras rho=7)"] = (
+            "heun-karras", lambda sf, sde, x0, n: kd("heun", sf, sde, x0, n, "karras"))
+    if tde_ok:
+        m["torchdiffeq dopri5"] = ("rk45", lambda sf, sde, x0, n: tde(sf, sde, x0, n))
+    return m
+
+
+def run(quick: bool = False) -> Report:
+    kd_ok = k_diffusion_sampling() is not None
+    tde_ok = optional("torchdiffeq") is not None
+    steps_sweep = [4, 8] if quick else [4, 8, 16, 32, 64, 128, 256]
+    tol_sweep = [1e-2, 1e-3] if quick else [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+    targets = [3e-2] if quick else [3e-2, 1e-2, 3e-3, 1e-3]
+    n_gmm, batch, repeats, time_steps = (64, 4, 1, 4) if quick else (512, 16, 3, 20)
+    report = Report("ode")
+    meths = methods(kd_ok, tde_ok)
+    notes = []
+    if not kd_ok:
+        notes.append("k-diffusion not installed: its rows are skipped")
+
+    # 1. accuracy against NFE on the exact score
+    sde = VESDE()
+    mix = narrow_mixture()
+    gscore = mix.score_fn(sde)
+    x0 = start(sde, (n_gmm, 2), torch.float64)
+    with torch.inference_mode():
+        ref, _ = tde(gscore, sde, x0, 1e-10)
+        acc = Table("ODE accuracy against NFE (2-D Gaussian mixture, exact score, float64)",
+                    ["method", "steps / tol", "NFE", "RMS error"], notes=notes)
+        curves = {}
+        for name, (_, fn) in meths.items():
+            sweep = tol_sweep if name.endswith(("rk45", "dopri5")) else steps_sweep
+            for n in sweep:
+                x, nfe = fn(gscore, sde, x0, n)
+                err = (x - ref).pow(2).mean().sqrt().item()
+                curves.setdefault(name, []).append((nfe, err))
+                acc.rows.append([name, n, nfe, err])
+
+        # 2. wall time per evaluation on the U-Net at equal settings
+        net_sde = VESDE()
+        score_fn = get_score_fn(net_sde, default_unet("ve"))
+        xu = start(net_sde, (batch, 1, 8, 8))
+        settings = {name: (1e-3 if name.endswith(("rk45", "dopri5")) else time_steps) for name in meths}
+        runs = {name: (lambda fn=fn, n=settings[name]: fn(score_fn, net_sde, xu, n)) for name, (_, fn)
+                in meths.items()}
+        nfes = {name: r()[1] for name, r in runs.items()}
+        best = race(runs, repeats=repeats)
+        per_nfe = {name: best[name] / nfes[name] for name in meths}
+        wall = Table(f"ODE sampling wall time on the default U-Net (batch {batch}, best of {repeats}, "
+                     "alternating)", ["method", "steps / tol", "NFE", "ms/sample", "ms per NFE",
+                                      "ratio ours/ref per NFE"])
+        for name, (fam, _) in meths.items():
+            mine = f"ours {fam}" if fam in ("euler", "heun", "rk45") else None
+            ratio = per_nfe[mine] / per_nfe[name] if mine and not name.startswith("ours") else float("nan")
+            wall.rows.append([name, settings[name], nfes[name], best[name] / batch * 1e3,
+                              per_nfe[name] * 1e3, ratio])
+            if not name.startswith("ours") and mine:
+                report.checks.append(Check(f"ODE {mine} vs {name}: time per NFE", ratio, 1.0,
+                                           "same NFE on the U-Net: implementation overhead only"))
+
+    # 3. time at equal accuracy = NFE needed (exact score) x wall time per NFE (U-Net)
+    eq = Table("ODE sampling at equal accuracy: NFE needed for an RMS error target, x measured ms per NFE",
+               ["RMS error target"] + list(meths),
+               notes=["cells: NFE needed (estimated ms per sample on the U-Net); "
+                      "'-' = not reached in the sweep",
+                      "ours heun / euler step uniformly in t (geometric in sigma for VE, the paper's grid); "
+                      "k-diffusion's Karras rho=7 schedule spends more steps at small sigma"])
+    for target in targets:
+        row = [target]
+        for name in meths:
+            nfe = min((n for n, e in curves[name] if e <= target), default=None)
+            row.append("-" if nfe is None else f"{nfe} ({nfe * per_nfe[name] / batch * 1e3:.1f} ms)")
+        eq.rows.append(row)
+    best_ours = _best_at(curves, per_nfe, targets[-1], lambda n: n.startswith("ours"))
+    best_ref = _best_at(curves, per_nfe, targets[-1], lambda n: not n.startswith("ours"))
+    if best_ours and best_ref:
+        ratio = best_ours[1] / best_ref[1]
+        report.checks.append(Check(f"ODE at RMS error {targets[-1]:g}: fastest ours ({best_ours[0]}) vs "
+                                   f"fastest reference ({best_ref[0]})", ratio, 1.0,
+                                   "time at equal accuracy; includes the choice of time grid"))
+    report.tables += [acc, wall, eq]
+    return report
+
+
+def _best_at(curves, per_nfe, target, keep):
+    cands = [(name, min(n for n, e in c if e <= target) * per_nfe[name]) for name, c in curves.items()
+             if keep(name) and any(e <= target for _, e in c)]
+    return min(cands, key=lambda c: c[1], default=None)
+
+
+if __name__ == "__main__":
+    cli_main(run, __doc__)

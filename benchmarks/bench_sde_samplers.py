@@ -1,0 +1,176 @@
+"""Reverse-SDE sampling against the references: PC vs diffusers' ScoreSdeVeScheduler loop (VE), and
+Euler-Maruyama vs torchsde's sdeint (same steps), on the same score network and the same noise.
+
+Time per sample on the pipeline's default U-Net (8x8, 32 channels), and agreement two ways: the
+samples themselves (both draw their noise from one torch.Generator seeded alike, so they match up
+to the samplers' time grids), and the first two moments on a Gaussian mixture with its exact score.
+
+    python benchmarks/bench_sde_samplers.py [--quick] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+from benchlib import Check, Report, Table, cli_main, default_unet, optional, race
+
+from scoresde import VESDE, VPSDE, get_score_fn, pc_sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from exact import narrow_mixture  # noqa: E402
+
+
+# --- diffusers: the ScoreSdeVePipeline loop -------------------------------------------------------
+def diffusers_pc(score_fn, sde: VESDE, shape, steps, snr, generator, corrector_steps=1):
+    """ScoreSdeVePipeline.__call__ without the final clamp to [0, 1], on a score ``model(x, sigma)``.
+
+    The pipeline feeds the network sigma and takes its output as the score; here the network is ours
+    behind ``t(sigma)``, so both loops evaluate the same function.
+    """
+    from diffusers import ScoreSdeVeScheduler
+
+    sched = ScoreSdeVeScheduler(num_train_timesteps=sde.N, snr=snr, sigma_min=sde.sigma_min,
+                                sigma_max=sde.sigma_max, sampling_eps=sde.sampling_eps)
+    sched.set_timesteps(steps)
+    sched.set_sigmas(steps)
+
+    def model(x, sigma):
+        return score_fn(x, torch.log(sigma / sde.sigma_min) / sde.log_ratio)
+
+    sample = torch.randn(shape, generator=generator) * sched.init_noise_sigma
+    sample_mean = sample
+    for i, t in enumerate(sched.timesteps):
+        sigma_t = sched.sigmas[i] * torch.ones(shape[0])
+        for _ in range(corrector_steps):
+            sample = sched.step_correct(model(sample, sigma_t), sample, generator=generator).prev_sample
+        out = sched.step_pred(model(sample, sigma_t), t, sample, generator=generator)
+        sample, sample_mean = out.prev_sample, out.prev_sample_mean
+    return sample_mean
+
+
+# --- torchsde: sdeint on the reverse SDE in reversed time s = T - t -------------------------------
+class _SharedNoise:
+    """A torchsde Brownian motion whose increments are sqrt(dt) z, z drawn from our generator in
+    call order: Euler-Maruyama then uses exactly the noise that ``pc_sample`` draws."""
+
+    def __init__(self, shape, generator, dtype):
+        self.shape, self.generator, self.dtype, self.device = shape, generator, dtype, torch.device("cpu")
+        self.levy_area_approximation = "none"
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        z = torch.randn(self.shape, generator=self.generator, dtype=self.dtype)
+        return z * math.sqrt(float(tb - ta))
+
+
+def torchsde_em(score_fn, sde, shape, steps, generator):
+    """torchsde.sdeint(method="euler") from T down to eps - dt with the grid of ``pc_sample``."""
+    import torchsde
+
+    eps = sde.sampling_eps
+    dt = (sde.T - eps) / (steps - 1)
+    rsde = sde.reverse(score_fn)
+    B, D = shape[0], math.prod(shape[1:])
+
+    class Reverse(torch.nn.Module):
+        noise_type, sde_type = "diagonal", "ito"
+
+        def f(self, s, y):
+            t = (sde.T - s).expand(B)
+            return -rsde.sde(y.view(shape), t)[0].view(B, D)
+
+        def g(self, s, y):
+            g = sde.sde(y, (sde.T - s).expand(B))[1]
+            return g[:, None].expand(B, D)
+
+    x0 = sde.prior_sampling(shape, generator).view(B, D)
+    bm = _SharedNoise((B, D), generator, x0.dtype)
+    # dt a hair above the grid step: float round-off cannot add a spurious extra step at the end
+    ts = torch.tensor([0.0, steps * dt])
+    ys = torchsde.sdeint(Reverse(), x0, ts, bm=bm, method="euler", dt=dt * (1 + 1e-6))
+    return ys[-1].view(shape)
+
+
+# --- the benchmark --------------------------------------------------------------------------------
+def moments_error(x, mix):
+    x = x.double().flatten(1)
+    mean_err = (x.mean(0) - mix.mean()).norm().item()
+    cov_err = (torch.cov(x.T) - mix.cov()).norm().item()
+    return mean_err, cov_err
+
+
+def run(quick: bool = False) -> Report:
+    diffusers, torchsde = optional("diffusers"), optional("torchsde")
+    batch, steps, repeats = (4, 5, 1) if quick else (16, 50, 3)
+    n_gmm, gmm_steps = (200, 20) if quick else (4000, 500)
+    shape = (batch, 1, 8, 8)
+    report = Report("sde_samplers")
+    timing = Table("Reverse-SDE sampling: time per sample on the default U-Net (same network, same noise)",
+                   ["sde", "ours", "reference", "steps", "NFE", "ours ms/sample", "ref ms/sample",
+                    "ratio ours/ref", "max abs diff / std"],
+                   notes=[f"batch {batch}; best of {repeats}, timed in alternation; 'max |diff| / std' "
+                          "compares the two samplers' outputs from the same seed"])
+    moments = Table("Agreement on a 2-D Gaussian mixture with its exact score (first two moments)",
+                    ["sde", "sampler", "steps", "mean error (L2)", "cov error (Frobenius)"],
+                    notes=[f"{n_gmm} samples; errors against the mixture's exact mean and covariance, "
+                           "sampling error alone is about 1/sqrt(n) of the scale"])
+    report.tables += [timing, moments]
+
+    ve = VESDE()
+    cases = []
+    if diffusers is not None:
+        cases.append((ve, "pc: reverse_diffusion + langevin", "diffusers ScoreSdeVeScheduler",
+                      dict(predictor="reverse_diffusion", corrector="langevin", snr=0.16),
+                      lambda sf, sde, sh, g: diffusers_pc(sf, sde, sh, steps, 0.16, g)))
+    else:
+        timing.notes.append("diffusers not installed: PC comparison skipped")
+    if torchsde is not None:
+        for sde in (ve, VPSDE()):
+            cases.append((sde, "p: euler_maruyama", "torchsde sdeint euler",
+                          dict(predictor="euler_maruyama", corrector="none", denoise=False),
+                          lambda sf, sde, sh, g: torchsde_em(sf, sde, sh, steps, g)))
+    else:
+        timing.notes.append("torchsde not installed: Euler-Maruyama comparison skipped")
+
+    with torch.inference_mode():
+        for sde, ours_name, ref_name, kw, ref in cases:
+            score_fn = get_score_fn(sde, default_unet(sde.name))
+
+            def ours(sf=score_fn, sde=sde, kw=kw):
+                gen = torch.Generator().manual_seed(1)
+                return pc_sample(sf, sde, shape, steps=steps, generator=gen, **kw)
+
+            def theirs(sf=score_fn, sde=sde, ref=ref):
+                return ref(sf, sde, shape, torch.Generator().manual_seed(1))
+
+            x_ours, nfe = ours()
+            x_ref = theirs()
+            diff = ((x_ours - x_ref).abs().max() / x_ours.std()).item()
+            best = race({"ours": ours, "ref": theirs}, repeats=repeats)
+            ratio = best["ours"] / best["ref"]
+            timing.rows.append([sde.name, ours_name, ref_name, steps, nfe, best["ours"] / batch * 1e3,
+                                best["ref"] / batch * 1e3, ratio, diff])
+            report.checks.append(Check(f"{sde.name} {ours_name} vs {ref_name}", ratio, 1.0,
+                                       f"samples agree to {diff:.1e} of their std"))
+
+            mix = narrow_mixture()
+            gmm_score = mix.score_fn(sde)
+            gshape = (n_gmm, 2)
+            gkw = {**kw, "eps": sde.sampling_eps}
+            x_o, _ = pc_sample(gmm_score, sde, gshape, steps=gmm_steps,
+                               generator=torch.Generator().manual_seed(2), **gkw)
+            if ref_name.startswith("diffusers"):
+                x_r = diffusers_pc(gmm_score, sde, gshape, gmm_steps, 0.16,
+                                   torch.Generator().manual_seed(2))
+            else:
+                x_r = torchsde_em(gmm_score, sde, (n_gmm, 2), gmm_steps,
+                                  torch.Generator().manual_seed(2))
+            for name, x in (("ours: " + ours_name, x_o), (ref_name, x_r)):
+                moments.rows.append([sde.name, name, gmm_steps, *moments_error(x, mix)])
+    return report
+
+
+if __name__ == "__main__":
+    cli_main(run, __doc__)

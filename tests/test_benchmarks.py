@@ -1,0 +1,97 @@
+"""Smoke tests of benchmarks/: every script runs with tiny settings, and the reference loops the speed
+comparisons rest on produce the same samples as ours from the same noise (skipped when the optional
+reference package is not installed: it comes from benchmarks/requirements.txt, not requirements.txt).
+
+Speed itself is never asserted here; it lives in benchmarks/results.md.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import benchlib  # noqa: E402
+
+from scoresde import VESDE, VPSDE, get_score_fn, pc_sample  # noqa: E402
+
+
+def test_run_all_quick_writes_results(tmp_path):
+    out = tmp_path / "results.md"
+    proc = subprocess.run([sys.executable, str(BENCH / "run_all.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    for heading in ("Summary: measured ratios", "## sampler_overhead", "## sde_samplers", "## ode",
+                    "## likelihood", "## training", "torch threads"):
+        assert heading in text
+
+
+def test_race_alternates_and_keeps_answers():
+    calls = []
+    keep = {}
+    best = benchlib.race({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2},
+                         repeats=2, warmup=1, keep=keep)
+    assert calls == ["a", "b", "a", "b", "b", "a"]  # warm-up, then the order rotates each round
+    assert set(best) == {"a", "b"} and all(t >= 0 for t in best.values())
+    assert keep == {"a": 1, "b": 2}
+
+
+def test_check_needs_speed_and_agreement():
+    assert benchlib.Check("x", 0.9, 1.0).ok
+    assert not benchlib.Check("x", 1.1, 1.0).ok
+    assert not benchlib.Check("x", 0.5, 1.0, agree=False).ok
+    table = benchlib.checks_table([benchlib.Check("x", 1.1, 1.0)]).markdown()
+    assert "MISSED" in table and "| x |" in table
+
+
+def _tiny_score(sde):
+    return get_score_fn(sde, benchlib.default_unet(sde.name, channels=8))
+
+
+@torch.inference_mode()
+def test_pc_matches_diffusers_score_sde_ve_loop():
+    pytest.importorskip("diffusers")
+    from bench_sde_samplers import diffusers_pc
+
+    sde = VESDE()
+    score_fn, shape = _tiny_score(sde), (3, 1, 8, 8)
+    ours, _ = pc_sample(score_fn, sde, shape, steps=6, snr=0.16, generator=torch.Generator().manual_seed(0))
+    theirs = diffusers_pc(score_fn, sde, shape, 6, 0.16, torch.Generator().manual_seed(0))
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-4 * ours.std().item())
+
+
+@pytest.mark.parametrize("sde", [VESDE(), VPSDE()], ids=["ve", "vp"])
+@torch.inference_mode()
+def test_euler_maruyama_matches_torchsde(sde):
+    pytest.importorskip("torchsde")
+    from bench_sde_samplers import torchsde_em
+
+    score_fn, shape = _tiny_score(sde), (3, 1, 8, 8)
+    ours, _ = pc_sample(score_fn, sde, shape, steps=6, predictor="euler_maruyama", corrector="none",
+                        denoise=False, generator=torch.Generator().manual_seed(0))
+    theirs = torchsde_em(score_fn, sde, shape, 6, torch.Generator().manual_seed(0))
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-4 * ours.std().item())
+
+
+@torch.inference_mode()
+def test_ode_references_start_from_our_prior_draw():
+    from bench_ode import kd, ours, start, tde
+
+    sde = VESDE()
+    score_fn = _tiny_score(sde)
+    x0 = start(sde, (2, 1, 8, 8))
+    x_ours, nfe = ours("rk45", score_fn, sde, x0, 1e-3)
+    x_tde, nfe_tde = tde(score_fn, sde, x0, 1e-3)
+    assert nfe == nfe_tde
+    assert torch.allclose(x_ours, x_tde, atol=1e-3 * x_ours.abs().max().item())
+    if benchlib.k_diffusion_sampling() is None:
+        pytest.skip("k-diffusion not installed")
+    x_kd, nfe_kd = kd("euler", score_fn, sde, x0, 4, "t")
+    assert nfe_kd == 4 and x_kd.shape == x0.shape and torch.isfinite(x_kd).all()
