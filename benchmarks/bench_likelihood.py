@@ -159,17 +159,18 @@ def probes_table(report, score_fn, sde, x, tol, counts, repeats):
     report.tables.append(table)
 
 
-def exactness_table(report, n, counts):
+def exactness_table(report, n, counts, tol=1e-5):
     sde, mix = VESDE(), narrow_mixture()
     x = mix.sample(n, torch.Generator().manual_seed(0))[0]
     truth = mix.log_prob_t(sde, x, torch.full((n,), 1e-5, dtype=torch.float64))
-    table = Table(f"Estimators against the exact log-density (2-D Gaussian mixture, VE, n = {n}, float64)",
+    table = Table(f"Estimators against the exact log-density (2-D Gaussian mixture, VE, n = {n}, float64, "
+                  f"rtol = atol = {tol:g})",
                   ["divergence", "probes", "NFE", "mean abs error (nats)", "mean error (nats)"],
                   notes=["the exact divergence uses the D basis probes in the same vectorised pass"])
     for div, ks in (("exact", [1]), ("rademacher", counts), ("gaussian", counts[:1])):
         for k in ks:
-            logp, nfe = log_likelihood(mix.score_fn(sde), sde, x, divergence=div, n_probes=k,
-                                       generator=torch.Generator().manual_seed(1))
+            logp, nfe = log_likelihood(mix.score_fn(sde), sde, x, rtol=tol, atol=tol, divergence=div,
+                                       n_probes=k, generator=torch.Generator().manual_seed(1))
             err = logp - truth
             table.rows.append([div, "D" if div == "exact" else k, nfe, err.abs().mean().item(),
                                err.mean().item()])
@@ -180,7 +181,7 @@ def run(quick: bool = False) -> Report:
     have_scipy = optional("scipy") is not None
     report = Report("likelihood")
     batch, repeats, train_steps, channels = (2, 1, 5, 8) if quick else (4, 2, 100, 32)
-    tols = [1e-2] if quick else [1e-5, 1e-3]
+    tols = [1e-1] if quick else [1e-5, 1e-3]
     counts = [1, 2] if quick else [1, 4, 16]
     sde = VPSDE()
     score_fn = get_score_fn(sde, trained_unet(sde, train_steps, channels=channels))
@@ -189,7 +190,7 @@ def run(quick: bool = False) -> Report:
         # the paper's tolerance carries the targets; looser ones are shown for the NFE trend
         solver_table(report, score_fn, sde, x, tol, repeats, have_scipy, check=tol == tols[0])
     probes_table(report, score_fn, sde, x, tols[-1], counts, repeats)
-    exactness_table(report, 32 if quick else 512, counts)
+    exactness_table(report, 32 if quick else 512, counts, 1e-2 if quick else 1e-5)
     return report
 
 

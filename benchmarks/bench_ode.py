@@ -121,7 +121,7 @@ def run(quick: bool = False) -> Report:
     gscore = mix.score_fn(sde)
     x0 = start(sde, (n_gmm, 2), torch.float64)
     with torch.inference_mode():
-        ref, _ = tde(gscore, sde, x0, 1e-10)
+        ref, _ = tde(gscore, sde, x0, 1e-6 if quick else 1e-10)
         acc = Table("ODE accuracy against NFE (2-D Gaussian mixture, exact score, float64)",
                     ["method", "steps / tol", "NFE", "RMS error"], notes=notes)
         curves = {}
@@ -141,11 +141,15 @@ def run(quick: bool = False) -> Report:
         runs = {name: (lambda fn=fn, n=settings[name]: fn(score_fn, net_sde, xu, n)) for name, (_, fn)
                 in meths.items()}
         nfes = {name: r()[1] for name, r in runs.items()}
+        runs["A/A"] = runs["ours heun"]  # ours against itself: the noise floor of these ratios
         best = race(runs, repeats=repeats)
+        aa = best["ours heun"] / best.pop("A/A")
         per_nfe = {name: best[name] / nfes[name] for name in meths}
         wall = Table(f"ODE sampling wall time on the default U-Net (batch {batch}, best of {repeats}, "
                      "alternating)", ["method", "steps / tol", "NFE", "ms/sample", "ms per NFE",
-                                      "ratio ours/ref per NFE"])
+                                      "ratio ours/ref per NFE"],
+                     notes=[f"A/A check, ours heun timed against itself in the same race: ratio {aa:.3f} "
+                            "(the noise floor of this table's ratios)"])
         for name, (fam, _) in meths.items():
             mine = f"ours {fam}" if fam in ("euler", "heun", "rk45") else None
             ratio = per_nfe[mine] / per_nfe[name] if mine and not name.startswith("ours") else float("nan")
@@ -153,7 +157,10 @@ def run(quick: bool = False) -> Report:
                               per_nfe[name] * 1e3, ratio])
             if not name.startswith("ours") and mine:
                 report.checks.append(Check(f"ODE {mine} vs {name}: time per NFE", ratio, 1.0,
-                                           "same NFE on the U-Net: implementation overhead only"))
+                                           "same NFE on the U-Net: implementation overhead only",
+                                           if_missed=f"within the noise floor if |ratio - 1| <= |A/A - 1| "
+                                           f"= {abs(aa - 1):.3f}; per step both do the same network "
+                                           "call and a few elementwise ops"))
 
     # 3. time at equal accuracy = NFE needed (exact score) x wall time per NFE (U-Net)
     eq = Table("ODE sampling at equal accuracy: NFE needed for an RMS error target, x measured ms per NFE",
@@ -168,13 +175,17 @@ def run(quick: bool = False) -> Report:
             nfe = min((n for n, e in curves[name] if e <= target), default=None)
             row.append("-" if nfe is None else f"{nfe} ({nfe * per_nfe[name] / batch * 1e3:.1f} ms)")
         eq.rows.append(row)
-    best_ours = _best_at(curves, per_nfe, targets[-1], lambda n: n.startswith("ours"))
-    best_ref = _best_at(curves, per_nfe, targets[-1], lambda n: not n.startswith("ours"))
-    if best_ours and best_ref:
-        ratio = best_ours[1] / best_ref[1]
-        report.checks.append(Check(f"ODE at RMS error {targets[-1]:g}: fastest ours ({best_ours[0]}) vs "
-                                   f"fastest reference ({best_ref[0]})", ratio, 1.0,
-                                   "time at equal accuracy; includes the choice of time grid"))
+    for target in targets:
+        best_ours = _best_at(curves, per_nfe, target, lambda n: n.startswith("ours"))
+        best_ref = _best_at(curves, per_nfe, target, lambda n: not n.startswith("ours"))
+        if best_ours and best_ref:
+            report.checks.append(Check(f"ODE at RMS error {target:g}: fastest ours vs fastest reference",
+                                       best_ours[1] / best_ref[1], 1.0,
+                                       f"{best_ours[0]} vs {best_ref[0]} (time at equal accuracy)",
+                                       if_missed="the time grid, not the code: our fixed-step Euler / Heun "
+                                       "step in t on the probability-flow ODE (eq. 13); k-diffusion steps "
+                                       "in sigma (dx/dsigma = (x - D) / sigma), which for VE is 3-6x "
+                                       "more accurate per NFE; at tight targets adaptive RK45 wins"))
     report.tables += [acc, wall, eq]
     return report
 

@@ -104,7 +104,7 @@ def moments_error(x, mix):
 def run(quick: bool = False) -> Report:
     diffusers, torchsde = optional("diffusers"), optional("torchsde")
     batch, steps, repeats = (4, 5, 1) if quick else (16, 50, 3)
-    n_gmm, gmm_steps = (200, 20) if quick else (4000, 500)
+    n_gmm, gmm_steps = (100, 10) if quick else (4000, 500)
     shape = (batch, 1, 8, 8)
     report = Report("sde_samplers")
     timing = Table("Reverse-SDE sampling: time per sample on the default U-Net (same network, same noise)",

@@ -136,6 +136,7 @@ class Check:
     target: float
     note: str = ""
     agree: bool = True  # the answers agree (a fast wrong answer does not meet a target)
+    if_missed: str = ""  # the known cause, printed when the target is missed
 
     @property
     def ok(self) -> bool:
@@ -172,7 +173,8 @@ class Report:
 
 
 def checks_table(checks: list[Check], title: str = "Targets") -> Table:
-    rows = [[c.name, c.ratio, f"<= {c.target:g}", "met" if c.ok else "MISSED", c.note] for c in checks]
+    rows = [[c.name, c.ratio, f"<= {c.target:g}", "met" if c.ok else "MISSED",
+             c.note + (f"; why: {c.if_missed}" if c.if_missed and not c.ok else "")] for c in checks]
     return Table(title, ["comparison", "ratio", "target", "status", "note"], rows)
 
 

@@ -37,6 +37,7 @@ finish() {
     fi
 }
 trap finish EXIT
+trap 'exit 130' INT TERM
 
 [ -x "$VENV/bin/snakemake" ] || fail "no Snakemake in $VENV (run \`make venv\` first)"
 export PATH="$VENV/bin:$PATH"
@@ -90,8 +91,9 @@ if smk "$WORK/slurm" "$WORK/fail.log" --profile profiles/slurm --configfile "$CO
 fi
 [ ! -e "$WORK/slurm/$target" ] || fail "the failed job left $target behind"
 slurm_log=$(grep -o "$WORK/slurm/logs/slurm/rule_sample/[^ ,)]*\.log" "$WORK/fail.log" | head -n1 || true)
-[ -n "$slurm_log" ] && [ -s "$slurm_log" ] \
-    || fail "the error does not name an existing SLURM log (log: $WORK/fail.log)"
+if [ -z "$slurm_log" ] || [ ! -s "$slurm_log" ]; then
+    fail "the error does not name an existing SLURM log (log: $WORK/fail.log)"
+fi
 echo "failed as it should; no $target left; SLURM log: ${slurm_log#"$WORK/slurm/"}" >&2
 
 say "a profile with a partition that does not exist"

@@ -98,15 +98,17 @@ def test_dry_run_with_the_default_profile(workdir):
 
 
 def test_dry_run_with_the_slurm_profile_shows_cluster_resources(workdir):
-    proc = snakemake("-n", "--profile", "profiles/slurm", "--configfile", "config/cifar10.yaml",
-                     cwd=workdir)
+    # A dry run caps threads at --cores (1 if not given); a SLURM run has no cap.
+    proc = snakemake("-n", "--cores", "64", "--profile", "profiles/slurm",
+                     "--configfile", "config/cifar10.yaml", cwd=workdir)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "workflow specific profile profiles/default" in out
-    train = out[out.index("rule train:"):][:2000]
-    assert "slurm_partition=main" in train
-    assert re.search(r"gpu=1\b", train) and "cpus_per_gpu=8" in train  # from config/cifar10.yaml
-    assert re.search(r"threads: 8\b", train)  # not capped by profiles/default
+    train = out[out.index("rule train:"):].split("\n\n")[0]
+    resources = re.search(r"^\s+resources: (.*)$", train, flags=re.M).group(1)
+    assert "slurm_partition=main" in resources
+    assert re.search(r"\bgpu=1\b", resources) and "cpus_per_gpu=8" in resources  # config/cifar10.yaml
+    assert re.search(r"^\s+threads: 8$", train, flags=re.M)
 
 
 def fake_slurm(tmp_path: Path, partitions=("main", "gpu"), min_job_age=300) -> Path:
