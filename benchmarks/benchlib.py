@@ -103,7 +103,10 @@ def k_diffusion_sampling():
     """
     if "k_diffusion.sampling" in sys.modules:
         return sys.modules["k_diffusion.sampling"]
-    spec = importlib.util.find_spec("k_diffusion")
+    try:
+        spec = importlib.util.find_spec("k_diffusion")
+    except (ImportError, ValueError):
+        return None
     if spec is None or not spec.submodule_search_locations:
         return None
     if "k_diffusion" not in sys.modules:

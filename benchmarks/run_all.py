@@ -52,7 +52,7 @@ def machine() -> list[str]:
 
 def sampler_overhead(quick: bool, threads: int) -> Report:
     """The lead's ``sampler_overhead.py``, run as it is; its table is kept verbatim."""
-    tiny, full = ["--batch", "4", "--steps", "3", "--repeats", "1"], ["--batch", "256", "--steps", "20"]
+    tiny, full = ["--batch", "4", "--steps", "3", "--repeats", "1"], ["--batch", "256", "--steps", "10"]
     args = tiny if quick else full
     cmd = [sys.executable, str(HERE / "sampler_overhead.py"), "--threads", str(threads), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
