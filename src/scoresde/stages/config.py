@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -80,11 +81,10 @@ def explain(error) -> str:
         return (f"{prefix}{extra[0]}: unknown key (valid keys {under}: {', '.join(known)})")
     message = error.message
     if error.validator == "type" and isinstance(error.instance, str):
-        try:
-            float(error.instance)
+        if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", error.instance.strip()):
             message += " (YAML reads numbers like 1e-5 as text; write 1.0e-5)"
-        except ValueError:
-            pass
+        elif re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)", error.instance.strip()):
+            message += " (a number given as text; drop the quotes)"
     return f"{where}: {message}"
 
 
