@@ -161,6 +161,6 @@ def test_preflight_without_slurm(tmp_path):
 
 
 def test_preflight_catches_squeue_forgetting_finished_jobs(tmp_path):
-    proc = preflight(str(PROFILES / "slurm"), path=fake_slurm(tmp_path, min_job_age=30))
+    proc = preflight(str(PROFILES / "slurm"), path=fake_slurm(tmp_path, min_job_age=20))
     assert proc.returncode == 1
-    assert "MinJobAge=30s" in proc.stderr
+    assert "MinJobAge=20s" in proc.stderr
