@@ -33,6 +33,9 @@ def t_of_sigma(sde: VESDE, sigma):
 
 
 SEED = 0
+WHY_BARE = {"rk45": "ode_sample passes step_t (the last step lands on eps: no score evaluation outside "
+            "[eps, T]) and draws the prior / checks finiteness itself: a few us per NFE, under 0.1% of "
+            "one U-Net evaluation"}
 
 
 def start(sde, shape, dtype=None):
@@ -102,91 +105,114 @@ def methods(kd_ok: bool, tde_ok: bool):
     return m
 
 
-def run(quick: bool = False) -> Report:
-    kd_ok = k_diffusion_sampling() is not None
-    tde_ok = optional("torchdiffeq") is not None
-    steps_sweep = [4, 8] if quick else [4, 8, 16, 32, 64, 128, 256]
-    tol_sweep = [1e-2, 1e-3] if quick else [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
-    targets = [3e-2] if quick else [3e-2, 1e-2, 3e-3, 1e-3]
-    n_gmm, batch, repeats, time_steps = (64, 4, 1, 4) if quick else (512, 16, 3, 20)
-    report = Report("ode")
-    meths = methods(kd_ok, tde_ok)
-    notes = []
-    if not kd_ok:
-        notes.append("k-diffusion not installed: its rows are skipped")
+def _ours_for(name: str, fam: str) -> str | None:
+    """Our method a reference is compared with (None for ours and for references without a twin)."""
+    return None if name.startswith("ours") or fam not in ("euler", "heun", "rk45") else f"ours {fam}"
 
-    # 1. accuracy against NFE on the exact score
-    sde = VESDE()
-    mix = narrow_mixture()
+
+def accuracy(meths, steps_sweep, tol_sweep, n, ref_tol):
+    """Table 1 and the (NFE, RMS error) curve of every method on the exact mixture score."""
+    sde, mix = VESDE(), narrow_mixture()
     gscore = mix.score_fn(sde)
-    x0 = start(sde, (n_gmm, 2), torch.float64)
-    with torch.inference_mode():
-        ref, _ = tde(gscore, sde, x0, 1e-6 if quick else 1e-10)
-        acc = Table("ODE accuracy against NFE (2-D Gaussian mixture, exact score, float64)",
-                    ["method", "steps / tol", "NFE", "RMS error"], notes=notes)
-        curves = {}
-        for name, (_, fn) in meths.items():
-            sweep = tol_sweep if name.endswith(("rk45", "dopri5")) else steps_sweep
-            for n in sweep:
-                x, nfe = fn(gscore, sde, x0, n)
-                err = (x - ref).pow(2).mean().sqrt().item()
-                curves.setdefault(name, []).append((nfe, err))
-                acc.rows.append([name, n, nfe, err])
+    x0 = start(sde, (n, 2), torch.float64)
+    ref, _ = tde(gscore, sde, x0, ref_tol)
+    table = Table("ODE accuracy against NFE (2-D Gaussian mixture, exact score, float64)",
+                  ["method", "steps / tol", "NFE", "RMS error"],
+                  notes=[f"reference: dopri5 at rtol = atol = {ref_tol:g} from the same prior draws"])
+    curves = {}
+    for name, (_, fn) in meths.items():
+        for setting in tol_sweep if name.endswith(("rk45", "dopri5")) else steps_sweep:
+            x, nfe = fn(gscore, sde, x0, setting)
+            err = (x - ref).pow(2).mean().sqrt().item()
+            curves.setdefault(name, []).append((nfe, err))
+            table.rows.append([name, setting, nfe, err])
+    return table, curves
 
-        # 2. wall time per evaluation on the U-Net at equal settings
-        net_sde = VESDE()
-        score_fn = get_score_fn(net_sde, default_unet("ve"))
-        xu = start(net_sde, (batch, 1, 8, 8))
-        settings = {name: (1e-3 if name.endswith(("rk45", "dopri5")) else time_steps) for name in meths}
-        runs = {name: (lambda fn=fn, n=settings[name]: fn(score_fn, net_sde, xu, n)) for name, (_, fn)
-                in meths.items()}
-        nfes = {name: r()[1] for name, r in runs.items()}
-        runs["A/A"] = runs["ours heun"]  # ours against itself: the noise floor of these ratios
-        best = race(runs, repeats=repeats)
-        aa = best["ours heun"] / best.pop("A/A")
-        per_nfe = {name: best[name] / nfes[name] for name in meths}
-        wall = Table(f"ODE sampling wall time on the default U-Net (batch {batch}, best of {repeats}, "
-                     "alternating)", ["method", "steps / tol", "NFE", "ms/sample", "ms per NFE",
-                                      "ratio ours/ref per NFE"],
-                     notes=[f"A/A check, ours heun timed against itself in the same race: ratio {aa:.3f} "
-                            "(the noise floor of this table's ratios)"])
-        for name, (fam, _) in meths.items():
-            mine = f"ours {fam}" if fam in ("euler", "heun", "rk45") else None
-            ratio = per_nfe[mine] / per_nfe[name] if mine and not name.startswith("ours") else float("nan")
-            wall.rows.append([name, settings[name], nfes[name], best[name] / batch * 1e3,
-                              per_nfe[name] * 1e3, ratio])
-            if not name.startswith("ours") and mine:
-                report.checks.append(Check(f"ODE {mine} vs {name}: time per NFE", ratio, 1.0,
-                                           "same NFE on the U-Net: implementation overhead only",
-                                           if_missed=f"within the noise floor if |ratio - 1| <= |A/A - 1| "
-                                           f"= {abs(aa - 1):.3f}; per step both do the same network "
-                                           "call and a few elementwise ops"))
 
-    # 3. time at equal accuracy = NFE needed (exact score) x wall time per NFE (U-Net)
-    eq = Table("ODE sampling at equal accuracy: NFE needed for an RMS error target, x measured ms per NFE",
-               ["RMS error target"] + list(meths),
-               notes=["cells: NFE needed (estimated ms per sample on the U-Net); "
-                      "'-' = not reached in the sweep",
-                      "ours heun / euler step uniformly in t (geometric in sigma for VE, the paper's grid); "
-                      "k-diffusion's Karras rho=7 schedule spends more steps at small sigma"])
+def per_nfe_cost(report, meths, score_fn, settings, batch, repeats, bare: bool):
+    """Wall time per evaluation of each implementation at equal settings, timed in alternation."""
+    sde = VESDE()
+    x0 = start(sde, (batch, 1, 8, 8))
+    runs = {name: (lambda fn=fn, n=settings[name]: fn(score_fn, sde, x0, n)) for name, (_, fn)
+            in meths.items()}
+    nfes = {name: r()[1] for name, r in runs.items()}
+    runs["A/A"] = runs["ours heun"]  # ours against itself: the noise floor of the ratios
+    best = race(runs, repeats=repeats)
+    aa = best["ours heun"] / best.pop("A/A")
+    per = {name: best[name] / nfes[name] for name in meths}
+    if bare:
+        table = Table("ODE per-evaluation cost without the network (near-free score x -> -x / (s^2 + 1), "
+                      "same settings)", ["method", "NFE", "us per NFE", "ratio ours/ref"])
+    else:
+        table = Table(f"ODE sampling wall time on the default U-Net (batch {batch}, best of {repeats}, "
+                      "alternating)", ["method", "steps / tol", "NFE", "ms/sample", "ms per NFE",
+                                       "ratio ours/ref per NFE"])
+    table.notes.append(f"A/A check, ours heun timed against itself in the same race: ratio {aa:.3f} "
+                       "(the noise floor of this table's ratios)")
+    for name, (fam, _) in meths.items():
+        mine = _ours_for(name, fam)
+        ratio = per[mine] / per[name] if mine else float("nan")
+        if bare:
+            table.rows.append([name, nfes[name], per[name] * 1e6, ratio])
+        else:
+            table.rows.append([name, settings[name], nfes[name], best[name] / batch * 1e3, per[name] * 1e3,
+                               ratio])
+        if mine:
+            what = "per-NFE cost without the network" if bare else "time per NFE on the U-Net"
+            why = WHY_BARE.get(fam, "") if bare else (
+                f"within the noise floor if |ratio - 1| <= |A/A - 1| = {abs(aa - 1):.3f}; per step both "
+                "do the same network call and a few elementwise ops")
+            report.checks.append(Check(f"ODE {mine} vs {name}: {what}", ratio, 1.0, if_missed=why))
+    report.tables.append(table)
+    return per
+
+
+def equal_accuracy(report, meths, curves, per_nfe, targets, batch):
+    """Table 3: time at equal accuracy = NFE needed (exact score) x wall time per NFE (U-Net)."""
+    table = Table("ODE sampling at equal accuracy: NFE needed for an RMS error target, x measured ms per NFE",
+                  ["RMS error target"] + list(meths),
+                  notes=["cells: NFE needed (estimated ms per sample on the U-Net); "
+                         "'-' = not reached in the sweep",
+                         "ours heun / euler step uniformly in t (geometric in sigma for VE, the paper's "
+                         "grid); k-diffusion's Karras rho=7 schedule spends more steps at small sigma"])
     for target in targets:
         row = [target]
         for name in meths:
             nfe = min((n for n, e in curves[name] if e <= target), default=None)
             row.append("-" if nfe is None else f"{nfe} ({nfe * per_nfe[name] / batch * 1e3:.1f} ms)")
-        eq.rows.append(row)
-    for target in targets:
+        table.rows.append(row)
         best_ours = _best_at(curves, per_nfe, target, lambda n: n.startswith("ours"))
         best_ref = _best_at(curves, per_nfe, target, lambda n: not n.startswith("ours"))
         if best_ours and best_ref:
-            report.checks.append(Check(f"ODE at RMS error {target:g}: fastest ours vs fastest reference",
-                                       best_ours[1] / best_ref[1], 1.0,
-                                       f"{best_ours[0]} vs {best_ref[0]} (time at equal accuracy)",
-                                       if_missed="the time grid, not the code: our fixed-step Euler / Heun "
-                                       "step in t on the probability-flow ODE (eq. 13); k-diffusion steps "
-                                       "in sigma (dx/dsigma = (x - D) / sigma), which for VE is 3-6x "
-                                       "more accurate per NFE; at tight targets adaptive RK45 wins"))
-    report.tables += [acc, wall, eq]
+            report.checks.append(Check(
+                f"ODE at RMS error {target:g}: fastest ours vs fastest reference", best_ours[1] / best_ref[1],
+                1.0, f"{best_ours[0]} vs {best_ref[0]} (time at equal accuracy)",
+                if_missed="the time grid, not the code: our fixed-step Euler / Heun step in t on the "
+                "probability-flow ODE (eq. 13); k-diffusion steps in sigma (dx/dsigma = (x - D) / sigma), "
+                "which for VE is 3-6x more accurate per NFE; at tight targets adaptive RK45 wins"))
+    report.tables.append(table)
+
+
+def run(quick: bool = False) -> Report:
+    kd_ok = k_diffusion_sampling() is not None
+    steps_sweep = [4, 8] if quick else [4, 8, 16, 32, 64, 128, 256]
+    tol_sweep = [1e-2, 1e-3] if quick else [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+    targets = [3e-2] if quick else [3e-2, 1e-2, 3e-3, 1e-3]
+    n_gmm, batch, repeats, time_steps = (64, 4, 1, 4) if quick else (512, 16, 5, 20)
+    report = Report("ode")
+    meths = methods(kd_ok, optional("torchdiffeq") is not None)
+    settings = {name: (1e-3 if name.endswith(("rk45", "dopri5")) else time_steps) for name in meths}
+    sde = VESDE()
+    with torch.inference_mode():
+        acc, curves = accuracy(meths, steps_sweep, tol_sweep, n_gmm, 1e-6 if quick else 1e-10)
+        if not kd_ok:
+            acc.notes.append("k-diffusion not installed: its rows are skipped")
+        report.tables.append(acc)
+        unet = get_score_fn(sde, default_unet("ve"))
+        per_nfe = per_nfe_cost(report, meths, unet, settings, batch, repeats, bare=False)
+        cheap = lambda x, t: -x / (sde.std(t).view(-1, *[1] * (x.ndim - 1)) ** 2 + 1)  # noqa: E731
+        per_nfe_cost(report, meths, cheap, settings, batch, repeats + 2, bare=True)
+    equal_accuracy(report, meths, curves, per_nfe, targets, batch)
     return report
 
 
