@@ -20,6 +20,7 @@ from pathlib import Path
 
 import bench_likelihood
 import bench_ode
+import bench_overhead
 import bench_sde_samplers
 import bench_training
 import torch
@@ -27,6 +28,7 @@ from benchlib import Check, Report, checks_table, version
 
 HERE = Path(__file__).resolve().parent
 BENCHES = {
+    "overhead": bench_overhead,
     "sde_samplers": bench_sde_samplers,
     "ode": bench_ode,
     "likelihood": bench_likelihood,
@@ -52,8 +54,9 @@ def machine() -> list[str]:
 
 def sampler_overhead(quick: bool, threads: int) -> Report:
     """The lead's ``sampler_overhead.py``, run as it is; its table is kept verbatim."""
-    tiny, full = ["--batch", "4", "--steps", "3", "--repeats", "1"], ["--batch", "256", "--steps", "10"]
-    args = tiny if quick else full
+    args = ["--batch", "4", "--steps", "3", "--repeats", "1"]
+    if not quick:
+        args = ["--batch", "256", "--steps", "10", "--repeats", "5"]
     cmd = [sys.executable, str(HERE / "sampler_overhead.py"), "--threads", str(threads), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     report = Report("sampler_overhead")

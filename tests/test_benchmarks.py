@@ -28,8 +28,8 @@ def test_run_all_quick_writes_results(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = out.read_text()
-    for heading in ("Summary: measured ratios", "## sampler_overhead", "## sde_samplers", "## ode",
-                    "## likelihood", "## training", "torch threads"):
+    for heading in ("Summary: measured ratios", "## sampler_overhead", "## overhead", "## sde_samplers",
+                    "## ode", "## likelihood", "## training", "torch threads"):
         assert heading in text
 
 

@@ -177,3 +177,16 @@ def test_bad_cases(sampler, steps, words):
         cases.parse_steps(sampler, steps)
     with pytest.raises(ValueError, match="unknown denoise"):
         cases.parse_denoise("yes")
+
+
+def test_job_params_leave_out_runtime_and_sweep_keys():
+    d = cfg.defaults()
+    train = cfg.job_params(d, "train", sde="ve")
+    assert set(train) == {"data", "model", "sde", "train"} and train["data"] == {"centered": {"ve": False}}
+    assert "resources" not in train["train"] and "device" not in train["train"]
+    sample = cfg.job_params(d, "sample", sde="vp")
+    assert not {"samplers", "steps", "denoise", "resources", "device"} & set(sample["sample"])
+    assert sample["sample"]["snr"] == {"vp": d["sample"]["snr"]["vp"]}
+    assert cfg.job_params(d, "report") == d
+    for stage in cfg.STAGE_KEYS:  # every job's parameters are themselves a valid config
+        cfg.validate(cfg.job_params(d, stage))

@@ -19,7 +19,7 @@ from scoresde.stages import config as cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "params.yaml", "workflow", ".test", "config")
+WORKFLOW_FILES = ("Snakefile", "params.yaml", "workflow", ".test", "config", "profiles")
 
 
 def snakemake(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -34,6 +34,8 @@ def workdir(tmp_path) -> Path:
     """A copy of the workflow (not the results) in a fresh folder."""
     for name in WORKFLOW_FILES:
         src = ROOT / name
+        if not src.exists():
+            continue
         if src.is_dir():
             shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("out"))
         else:

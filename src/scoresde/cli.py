@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from scoresde.stages.config import SDE_NAMES, ConfigError, narrow, resolve
+from scoresde.stages.config import SDE_NAMES, ConfigError, job_params, resolve
 
 EXIT_INPUT_ERROR = 2
 
@@ -72,7 +72,7 @@ def cmd_prepare_data(args) -> None:
 
     data = {k: v for k, v in (("dataset", args.dataset), ("root", args.root)) if v}
     params = resolve(args.params, args.params_json, args.sets, overrides={"data": data})
-    prepare_data.run(narrow(params, ["data"]), args.train_out, args.test_out,
+    prepare_data.run(job_params(params, "prepare-data"), args.train_out, args.test_out,
                      args.reference_out, args.config_out)
 
 
@@ -80,7 +80,7 @@ def cmd_train_features(args) -> None:
     from scoresde.stages import fid
 
     params = _params(args)
-    fid.train_features(narrow(params, ["eval.features"]), args.data, args.test, args.out,
+    fid.train_features(job_params(params, "train-features"), args.data, args.test, args.out,
                        **_runtime(args, params, "eval"))
 
 
@@ -89,7 +89,7 @@ def cmd_train(args) -> None:
 
     sde = _check_sde(args.sde)
     params = _params(args)
-    train.run(narrow(params, ["data", "model", "sde", "train"], sde=sde), args.data, sde,
+    train.run(job_params(params, "train", sde), args.data, sde,
               args.out_dir, args.log_csv, args.config_out, **_runtime(args, params, "train"))
 
 
@@ -97,7 +97,7 @@ def cmd_select(args) -> None:
     from scoresde.stages import select
 
     params = _params(args)
-    select.run(narrow(params, ["select"]), args.checkpoints, args.reference, args.extractor,
+    select.run(job_params(params, "select-checkpoint"), args.checkpoints, args.reference, args.extractor,
                args.best, args.table, args.config_out, expect_sde=_check_sde(args.sde),
                **_runtime(args, params, "select"))
 
@@ -107,7 +107,7 @@ def cmd_sample(args) -> None:
 
     sde = _check_sde(args.sde)
     params = _params(args)
-    sample.run(narrow(params, ["sample"], sde=sde), args.checkpoint, args.sampler, args.steps,
+    sample.run(job_params(params, "sample", sde), args.checkpoint, args.sampler, args.steps,
                args.denoise, args.out, args.meta, expect_sde=sde,
                **_runtime(args, params, "sample"))
 
@@ -116,7 +116,7 @@ def cmd_fid(args) -> None:
     from scoresde.stages import fid
 
     params = _params(args)
-    fid.run(narrow(params, ["eval.fid", "eval.inception_weights"]), args.samples, args.meta,
+    fid.run(job_params(params, "fid"), args.samples, args.meta,
             args.reference, args.extractor, args.out, **_runtime(args, params, "eval"))
 
 
@@ -124,7 +124,7 @@ def cmd_likelihood(args) -> None:
     from scoresde.stages import likelihood
 
     params = _params(args)
-    likelihood.run(narrow(params, ["eval.likelihood"]), args.checkpoint, args.data, args.out,
+    likelihood.run(job_params(params, "likelihood"), args.checkpoint, args.data, args.out,
                    expect_sde=_check_sde(args.sde), **_runtime(args, params, "eval"))
 
 

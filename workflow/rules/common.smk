@@ -30,13 +30,12 @@ wildcard_constraints:
     denoise=CASE["denoise"],
 
 
-def stage_params(*keys, per_sde=False):
-    """Input function: the parameters a job uses, as JSON for --params-json."""
+def stage_params(stage, per_sde=False):
+    """Input function: what a job of `stage` computes from, as JSON for --params-json."""
 
     def get(wildcards):
-        return settings.to_json(
-            settings.narrow(config, keys, sde=wildcards.sde if per_sde else None)
-        )
+        sde = wildcards.sde if per_sde else None
+        return settings.to_json(settings.job_params(config, stage, sde))
 
     return get
 

@@ -16,7 +16,7 @@ rule train_features:
         runtime=res("eval", "runtime"),
         gpu=res("eval", "gpu"),
     params:
-        cfg=stage_params("eval.features"),
+        cfg=stage_params("train-features"),
         device=config["eval"]["device"],
     shell:
         "python -m scoresde train-features --params-json {params.cfg:q} "
@@ -46,7 +46,7 @@ rule fid:
         runtime=res("eval", "runtime"),
         gpu=res("eval", "gpu"),
     params:
-        cfg=stage_params("eval.fid", "eval.inception_weights"),
+        cfg=stage_params("fid"),
         device=config["eval"]["device"],
     shell:
         "python -m scoresde fid --params-json {params.cfg:q} --samples {input.samples} "

@@ -16,7 +16,7 @@ rule likelihood:
         runtime=res("eval", "runtime"),
         gpu=res("eval", "gpu"),
     params:
-        cfg=stage_params("eval.likelihood"),
+        cfg=stage_params("likelihood"),
         device=config["eval"]["device"],
     shell:
         "python -m scoresde likelihood --params-json {params.cfg:q} "

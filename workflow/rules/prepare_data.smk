@@ -15,7 +15,7 @@ rule prepare_data:
         mem_mb=8000,
         runtime=30,
     params:
-        cfg=stage_params("data"),
+        cfg=stage_params("prepare-data"),
     shell:
         "python -m scoresde prepare-data --params-json {params.cfg:q} "
         "--dataset {wildcards.dataset} --train-out {output.train} "

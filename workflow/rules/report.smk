@@ -31,7 +31,7 @@ rule report:
         mem_mb=4000,
         runtime=30,
     params:
-        cfg=lambda wildcards: settings.to_json(config),
+        cfg=stage_params("report"),
     shell:
         "python -m scoresde report --params-json {params.cfg:q} --fid {input.fid} "
         "--nll {input.nll} --out-dir reports --checkpoints-dir checkpoints "

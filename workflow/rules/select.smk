@@ -19,7 +19,7 @@ rule select_checkpoint:
         runtime=res("select", "runtime"),
         gpu=res("select", "gpu"),
     params:
-        cfg=stage_params("select"),
+        cfg=stage_params("select-checkpoint"),
         device=config["select"]["device"],
     shell:
         "python -m scoresde select-checkpoint --params-json {params.cfg:q} "

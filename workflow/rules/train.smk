@@ -17,7 +17,7 @@ rule train:
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
     params:
-        cfg=stage_params("data", "model", "sde", "train", per_sde=True),
+        cfg=stage_params("train", per_sde=True),
         out_dir=lambda wildcards, output: os.path.dirname(output.log_csv),
         device=config["train"]["device"],
     shell:

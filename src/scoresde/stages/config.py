@@ -217,6 +217,42 @@ def narrow(cfg: dict, keys: Sequence[str], sde: str | None = None) -> dict:
     return out
 
 
+# What each stage's jobs compute their outputs from (groups or dotted keys).
+STAGE_KEYS = {
+    "prepare-data": ("data",),
+    "train-features": ("eval.features",),
+    "train": ("data.centered", "model", "sde", "train"),
+    "select-checkpoint": ("select",),
+    "sample": ("sample",),
+    "fid": ("eval.fid", "eval.inception_weights"),
+    "likelihood": ("eval.likelihood",),
+    "report": GROUPS,
+}
+# How a job runs rather than what it computes, and which cases exist rather than how one is
+# drawn: left out of a job's parameters, so changing them reruns no finished job.
+RUNTIME_KEYS = ("resources", "device")
+SWEEP_KEYS = ("sample.samplers", "sample.steps", "sample.denoise")
+
+
+def job_params(cfg: dict, stage: str, sde: str | None = None) -> dict:
+    """The parameters one job of `stage` (for one SDE, if given) computes its outputs from.
+
+    The Snakemake rules pass exactly this (so a job reruns only when one of them changes) and
+    the stages write it beside their outputs. The report gets everything.
+    """
+    out = narrow(cfg, STAGE_KEYS[stage], sde)
+    if stage == "report":
+        return out
+    for group in out.values():
+        if isinstance(group, dict):
+            for key in RUNTIME_KEYS:
+                group.pop(key, None)
+    for dotted in SWEEP_KEYS:
+        group, key = dotted.split(".")
+        out.get(group, {}).pop(key, None)
+    return out
+
+
 def to_json(cfg: dict) -> str:
     """Compact, key-sorted JSON (stable text for Snakemake's params change detection)."""
     return json.dumps(cfg, sort_keys=True, separators=(",", ":"))
