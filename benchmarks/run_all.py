@@ -36,6 +36,9 @@ BENCHES = {
 }
 PACKAGES = ("torch", "torchdiffeq", "numpy", "scipy", "diffusers", "torchsde", "k-diffusion")
 OVERHEAD_TARGETS = (("issue 8", 1.05), ("issue 2", 1.15))
+WHY_OVERHEAD = ("the ratio divides two separately timed quantities, each +-10% on this shared machine (its "
+                "rows scatter from 0.9 to 1.1); the samplers' own cost measured directly (## overhead) is "
+                "the noise-free figure")
 
 
 def machine() -> list[str]:
@@ -68,7 +71,7 @@ def sampler_overhead(quick: bool, threads: int) -> Report:
         worst = max(ratios, key=lambda r: r[1])
         for issue, target in OVERHEAD_TARGETS:
             report.checks.append(Check(f"sampler overhead, worst case ({issue})", worst[1], target,
-                                       f"worst: {' '.join(worst[0].split())}"))
+                                       f"worst: {' '.join(worst[0].split())}", if_missed=WHY_OVERHEAD))
     return report
 
 
