@@ -26,3 +26,12 @@ rule all:
         "reports/metrics.csv",
         "reports/likelihood.csv",
         "reports/report.html",
+
+
+onstart:
+    # On SLURM: check tools, partitions and job-state polling before submitting anything.
+    if (
+        workflow.executor_plugin is not None
+        and workflow.executor_plugin.name == "slurm"
+    ):
+        slurm_preflight()

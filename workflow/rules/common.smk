@@ -67,3 +67,35 @@ def nll_results(wildcards):
 def case_files(pattern):
     """One path per case of the sweep; `pattern` has {case} and escaped {{wildcards}}."""
     return expand(pattern, case=CASES)
+
+
+def slurm_preflight():
+    """Fail before the first sbatch if the cluster cannot run this DAG."""
+    import subprocess
+    import sys
+
+    settings = workflow.executor_settings
+    partitions = sorted(
+        {
+            str(job.resources.get("slurm_partition"))
+            for job in workflow.dag.needrun_jobs()
+            if job.resources.get("slurm_partition")
+        }
+    )
+    check = subprocess.run(
+        [
+            sys.executable,
+            f"{workflow.basedir}/scripts/slurm/preflight.py",
+            "--status-command",
+            settings.status_command or "sacct",
+            "--init-seconds",
+            str(settings.init_seconds_before_status_checks),
+            "--partition",
+            *partitions,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if check.returncode:
+        raise WorkflowError(check.stderr.strip())
+    logger.info(check.stderr.strip())

@@ -22,6 +22,9 @@ rule report:
         ),
         md="reports/report.md",
         figures=directory("reports/figures"),
+        metrics_json="reports/metrics.json",
+        fid_vs_steps="reports/fid_vs_steps.csv",
+        train_loss="reports/train_loss.csv",
     log:
         "logs/report.log",
     conda:
