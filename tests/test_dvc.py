@@ -139,12 +139,13 @@ def rule_sources() -> dict[str, tuple[str, str]]:
 
 
 def job_params(job: dict, source: str) -> set[str]:
-    """Parameter keys a job reads: its --params-json plus config["g"]["k"] in its rule."""
+    """Parameter keys a job reads: its --params-json, config["g"]["k"] and res("g", "k") in its rule."""
     argv = shlex.split(job["shell"]) if job["shell"] else []
     keys = set()
     if "--params-json" in argv:
         keys |= _leaves(json.loads(argv[argv.index("--params-json") + 1]))
     keys |= {f"{g}.{k}" for g, k in re.findall(r'config\["(\w+)"\]\["(\w+)"\]', source)}
+    keys |= {f"{g}.resources.{k}" for g, k in re.findall(r'res\("(\w+)", "(\w+)"\)', source)}
     return keys
 
 
@@ -250,6 +251,9 @@ def test_cross_stage_inputs_are_deps(dag):
                 f"stage {stage}: input {f} of rule {job['rule']} is not a dep")
 
 
+DAG_SHAPE_KEYS = {"sample.samplers", "sample.steps", "sample.denoise"}
+
+
 def test_stage_params_are_the_keys_its_rules_read(dag):
     stages, jobs = dag
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -260,6 +264,8 @@ def test_stage_params_are_the_keys_its_rules_read(dag):
         read = set()
         for job in (j for j in jobs if j["rule"] in st["allowed"] and j["rule"] in sources):
             read |= job_params(job, sources[job["rule"]][1])
+            if job["rule"] == "sample":  # the sweep's keys decide which sample jobs exist (common.smk)
+                read |= DAG_SHAPE_KEYS
         declared = generic(declared_params(st, params))
         assert generic(read) == declared, (
             f"stage {name}: rules read but not in dvc.yaml params: {sorted(generic(read) - declared)}; "
