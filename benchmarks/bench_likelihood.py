@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from benchlib import Check, Report, Table, cli_main, optional, race, trained_unet
+from benchlib import Check, Report, Table, cli_main, optional, paired_ratio, race, trained_unet
 
 from scoresde import VESDE, VPSDE, bits_per_dim, get_score_fn, log_likelihood, uniform_dequantize
 from scoresde.likelihood import _probes, divergence_fn
@@ -119,8 +119,8 @@ def solver_table(report, score_fn, sde, x, tol, repeats, have_scipy, check: bool
     if have_scipy:
         cands["scipy RK45, official (2 forwards)"] = lambda: scipy_official(score_fn, sde, x, tol, seed)
         cands["scipy RK45, fused divergence"] = lambda: scipy_official(score_fn, sde, x, tol, seed, True)
-    answers = {}
-    best = race(cands, repeats=repeats, warmup=0, keep=answers)
+    answers, rounds = {}, {}
+    best = race(cands, repeats=repeats, warmup=0, keep=answers, rounds=rounds)
     ref_bpd = bpd(answers["ours (torch RK45)"][0])
     table = Table(f"Likelihood (VP, U-Net trained briefly, {x.shape[0]} digits, rtol = atol = {tol:g}, "
                   f"best of {repeats}, alternating)",
@@ -129,7 +129,7 @@ def solver_table(report, score_fn, sde, x, tol, repeats, have_scipy, check: bool
         logp, nfe = answers[name]
         b = bpd(logp)
         diff = (b - ref_bpd).abs().max().item()
-        ratio = best["ours (torch RK45)"] / best[name]
+        ratio = paired_ratio(rounds, "ours (torch RK45)", name)
         table.rows.append([name, nfe, best[name], b.mean().item(), diff, ratio])
         if check and not name.startswith("ours"):
             agree = diff <= 0.01
@@ -146,7 +146,8 @@ def probes_table(report, score_fn, sde, x, tol, counts, repeats):
     runs[f"loop {loop_k}"] = lambda: [ours(score_fn, sde, x, tol, 5 + i) for i in range(loop_k)]
     nfes = {k: runs[k]()[1] for k in counts}
     nfes[f"loop {loop_k}"] = sum(r[1] for r in runs[f"loop {loop_k}"]())
-    best = race(runs, repeats=repeats, warmup=0)
+    rounds = {}
+    best = race(runs, repeats=repeats, warmup=0, rounds=rounds)
     table = Table(f"Hutchinson probes per evaluation (batch {B}, rtol = atol = {tol:g}, best of {repeats})",
                   ["probes", "how", "NFE", "wall s", "time / time(1 probe)", "time per probe-solve"],
                   notes=["vectorised: the batch is replicated K times, one forward + one VJP per evaluation; "
@@ -156,7 +157,7 @@ def probes_table(report, score_fn, sde, x, tol, counts, repeats):
         n = k if vec else loop_k
         table.rows.append([n, "vectorised" if vec else "python loop", nfes[k], best[k], best[k] / best[1],
                            best[k] / n])
-    ratio = best[loop_k] / best[f"loop {loop_k}"]
+    ratio = paired_ratio(rounds, loop_k, f"loop {loop_k}")
     report.checks.append(Check(f"likelihood {loop_k} probes vectorised vs python loop", ratio, 1.0))
     report.tables.append(table)
 

@@ -20,7 +20,17 @@ import sys
 from pathlib import Path
 
 import torch
-from benchlib import Check, Report, Table, cli_main, default_unet, k_diffusion_sampling, optional, race
+from benchlib import (
+    Check,
+    Report,
+    Table,
+    cli_main,
+    default_unet,
+    k_diffusion_sampling,
+    optional,
+    paired_ratio,
+    race,
+)
 
 from scoresde import VESDE, get_score_fn, ode_sample
 
@@ -141,8 +151,10 @@ def per_nfe_cost(report, meths, score_fn, settings, batch, repeats, bare: bool):
             in meths.items()}
     nfes = {name: r()[1] for name, r in runs.items()}
     runs["A/A"] = runs["ours heun"]  # ours against itself: the noise floor of the ratios
-    best = race(runs, repeats=repeats)
-    aa = best["ours heun"] / best.pop("A/A")
+    rounds = {}
+    best = race(runs, repeats=repeats, rounds=rounds)
+    aa = paired_ratio(rounds, "ours heun", "A/A")
+    best.pop("A/A")
     per = {name: best[name] / nfes[name] for name in meths}
     if bare:
         table = Table("ODE per-evaluation cost without the network (near-free score x -> -x / (s^2 + 1), "
@@ -152,10 +164,11 @@ def per_nfe_cost(report, meths, score_fn, settings, batch, repeats, bare: bool):
                       "alternating)", ["method", "steps / tol", "NFE", "ms/sample", "ms per NFE",
                                        "ratio ours/ref per NFE"])
     table.notes.append(f"A/A check, ours heun timed against itself in the same race: ratio {aa:.3f} "
-                       "(the noise floor of this table's ratios)")
+                       "(the noise floor of this table's ratios); ratios are medians over rounds of the "
+                       "back-to-back per-NFE ratio, times are best-ofs")
     for name, (fam, _) in meths.items():
         mine = _ours_for(name, fam)
-        ratio = per[mine] / per[name] if mine else float("nan")
+        ratio = paired_ratio(rounds, mine, name, nfes[name] / nfes[mine]) if mine else float("nan")
         if bare:
             table.rows.append([name, nfes[name], per[name] * 1e6, ratio])
         else:

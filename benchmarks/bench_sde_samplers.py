@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
-from benchlib import Check, Report, Table, cli_main, default_unet, optional, race
+from benchlib import Check, Report, Table, cli_main, default_unet, optional, paired_ratio, race
 
 from scoresde import VESDE, VPSDE, get_score_fn, pc_sample
 
@@ -148,8 +148,9 @@ def run(quick: bool = False) -> Report:
     timing = Table("Reverse-SDE sampling: time per sample on the default U-Net (same network, same noise)",
                    ["sde", "ours", "reference", "steps", "NFE", "ours ms/sample", "ref ms/sample",
                     "ratio ours/ref", "max abs diff / std"],
-                   notes=[f"batch {batch}; best of {repeats}, timed in alternation (with an A/A copy of "
-                          "ours for the noise floor); 'max abs diff / std' "
+                   notes=[f"batch {batch}; times: best of {repeats}, timed in alternation (with an A/A copy "
+                          "of ours for the noise floor); ratio: median over rounds of the back-to-back "
+                          "ratio; 'max abs diff / std' "
                           "compares the two samplers' outputs from the same seed",
                           "torchsde's sdeint calls the drift once more than the steps (a shape check "
                           "before integrating): part of its cost as users meet it"])
@@ -170,8 +171,10 @@ def run(quick: bool = False) -> Report:
             ours, theirs = _pair(get_score_fn(sde, default_unet(sde.name)), sde, kw, ref, shape, steps, 1)
             x_ours = ours()
             diff = ((x_ours - theirs()).abs().max() / x_ours.std()).item()
-            best = race({"ours": ours, "ref": theirs, "A/A": ours}, repeats=repeats)
-            ratio, noise = best["ours"] / best["ref"], abs(best["ours"] / best["A/A"] - 1)
+            rounds = {}
+            best = race({"ours": ours, "ref": theirs, "A/A": ours}, repeats=repeats, rounds=rounds)
+            ratio = paired_ratio(rounds, "ours", "ref")
+            noise = abs(paired_ratio(rounds, "ours", "A/A") - 1)
             nfe = steps * (2 if kw["corrector"] != "none" else 1)
             timing.rows.append([sde.name, ours_name, ref_name, steps, nfe, best["ours"] / batch * 1e3,
                                 best["ref"] / batch * 1e3, ratio, diff])
@@ -179,8 +182,9 @@ def run(quick: bool = False) -> Report:
                                        noise=noise, if_missed=WHY))
             # 2. no network: the implementations' own cost per step
             ours, theirs = _pair(_cheap_score(sde), sde, kw, ref, shape, n_bare, 1)
-            best = race({"ours": ours, "ref": theirs}, repeats=repeats + 2)
-            ratio = best["ours"] / best["ref"]
+            rounds = {}
+            best = race({"ours": ours, "ref": theirs}, repeats=repeats + 2, rounds=rounds)
+            ratio = paired_ratio(rounds, "ours", "ref")
             bare.rows.append([sde.name, ours_name, ref_name, best["ours"] / n_bare * 1e6,
                               best["ref"] / n_bare * 1e6, ratio])
             report.checks.append(Check(f"{name}: per-step cost without the network", ratio, 1.0))

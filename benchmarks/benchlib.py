@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import statistics
 import sys
 import time
 import types
@@ -63,11 +64,12 @@ def trained_unet(sde, steps: int = 100, batch: int = 32, channels: int = 32, see
 
 # --- timing ---------------------------------------------------------------------------------------
 def race(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1,
-         keep: dict | None = None) -> dict[str, float]:
+         keep: dict | None = None, rounds: dict | None = None) -> dict[str, float]:
     """Best-of-``repeats`` wall time (s) of each callable, timed in alternation.
 
     ``keep``, when given, receives each callable's first timed return value (an expensive run whose
-    answer is also wanted need not be repeated for it).
+    answer is also wanted need not be repeated for it); ``rounds`` receives every round's time per
+    callable, for :func:`paired_ratio`.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -79,10 +81,19 @@ def race(fns: dict[str, Callable[[], object]], repeats: int = 3, warmup: int = 1
         for name in order:
             t0 = time.perf_counter()
             out = fns[name]()
-            best[name] = min(best[name], time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            best[name] = min(best[name], elapsed)
+            if rounds is not None:
+                rounds.setdefault(name, []).append(elapsed)
             if keep is not None and name not in keep:
                 keep[name] = out
     return best
+
+
+def paired_ratio(rounds: dict, a: str, b: str, scale: float = 1.0) -> float:
+    """Median over rounds of time(a) / time(b) (times ``scale``): the two ran back to back in each round,
+    so a load that drifts during the race cancels, where a ratio of two best-ofs would not."""
+    return statistics.median(ta / tb for ta, tb in zip(rounds[a], rounds[b], strict=True)) * scale
 
 
 # --- optional reference packages ------------------------------------------------------------------

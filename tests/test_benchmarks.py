@@ -41,6 +41,9 @@ def test_race_alternates_and_keeps_answers():
     assert calls == ["a", "b", "a", "b", "b", "a"]  # warm-up, then the order rotates each round
     assert set(best) == {"a", "b"} and all(t >= 0 for t in best.values())
     assert keep == {"a": 1, "b": 2}
+    rounds = {"a": [2.0, 9.0, 4.0], "b": [1.0, 3.0, 4.0]}  # a load spike in round 2 hits both
+    assert benchlib.paired_ratio(rounds, "a", "b") == 2.0
+    assert benchlib.paired_ratio(rounds, "a", "b", scale=0.5) == 1.0
 
 
 def test_check_needs_speed_and_agreement():
