@@ -22,6 +22,14 @@ def batch_sum(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).sum(dim=1)
 
 
+def _draw(sampler, shape, generator: Generator, device, dtype) -> torch.Tensor:
+    if generator is None or isinstance(generator, torch.Generator):
+        return sampler(shape, generator=generator, device=device, dtype=dtype)
+    if len(generator) != shape[0]:
+        raise ValueError(f"got {len(generator)} per-sample generators for a batch of {shape[0]}")
+    return torch.stack([sampler(shape[1:], generator=g, device=device, dtype=dtype) for g in generator])
+
+
 def randn(shape, generator: Generator = None, device=None, dtype=None) -> torch.Tensor:
     """Standard normal noise of ``shape``.
 
@@ -29,24 +37,12 @@ def randn(shape, generator: Generator = None, device=None, dtype=None) -> torch.
     sample (EDM-style per-sample seeding): sample ``i`` then draws from ``generator[i]`` only, so it
     is the same whatever batch it is drawn in.
     """
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
-    if len(generator) != shape[0]:
-        raise ValueError(f"got {len(generator)} per-sample generators for a batch of {shape[0]}")
-    return torch.stack(
-        [torch.randn(shape[1:], generator=g, device=device, dtype=dtype) for g in generator]
-    )
+    return _draw(torch.randn, shape, generator, device, dtype)
 
 
 def rand(shape, generator: Generator = None, device=None, dtype=None) -> torch.Tensor:
     """Uniform noise on [0, 1), with the same generator conventions as :func:`randn`."""
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
-    if len(generator) != shape[0]:
-        raise ValueError(f"got {len(generator)} per-sample generators for a batch of {shape[0]}")
-    return torch.stack(
-        [torch.rand(shape[1:], generator=g, device=device, dtype=dtype) for g in generator]
-    )
+    return _draw(torch.rand, shape, generator, device, dtype)
 
 
 def rademacher(shape, generator: Generator = None, device=None, dtype=None) -> torch.Tensor:
