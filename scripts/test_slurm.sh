@@ -108,9 +108,13 @@ if smk "$WORK/slurm" "$WORK/badpartition.log" --profile "$WORK/badprofile" \
     --configfile "$CONFIG" --force reports/metrics.csv; then
     fail "a run on partition 'nosuch' succeeded (log: $WORK/badpartition.log)"
 fi
-grep -q "invalid partition specified: nosuch" "$WORK/badpartition.log" \
-    || fail "sbatch's error does not name the partition (log: $WORK/badpartition.log)"
-echo "snakemake: $(grep -m1 -o "sbatch: error: invalid partition specified: nosuch" "$WORK/badpartition.log")" >&2
+# the workflow's onstart preflight refuses the run before any sbatch, naming the partition
+grep -q "partition 'nosuch' does not exist" "$WORK/badpartition.log" \
+    || fail "the run's error does not name the partition (log: $WORK/badpartition.log)"
+if grep -q "Submitted batch job\|Job .* has been submitted" "$WORK/badpartition.log"; then
+    fail "jobs were submitted before the partition was checked (log: $WORK/badpartition.log)"
+fi
+echo "snakemake: $(grep -m1 -o "SLURM partition 'nosuch' does not exist[^.]*" "$WORK/badpartition.log")" >&2
 
 STATUS=0
 say "test-slurm passed: smoke DAG ($jobs SLURM jobs) in ${slurm_s}s through SLURM, ${local_s}s locally"
