@@ -154,6 +154,12 @@ def test_image_folder_layouts(tmp_path):
         load_dataset("image_folder", root=tmp_path / "a")
 
 
+def test_an_empty_image_folder_is_refused(tmp_path):
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match="Found no valid file.*Expected layout"):
+        load_dataset("image_folder", "train", root=tmp_path)
+
+
 def test_names_and_splits():
     assert set(DATASETS) >= {"digits", "gmm", "mnist", "fashion_mnist", "cifar10", "image_folder"}
     assert is_image("digits") and not is_image("moons")

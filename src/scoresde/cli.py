@@ -21,6 +21,7 @@ import yaml
 from scoresde.stages.config import SDE_NAMES, ConfigError, job_params, resolve
 
 EXIT_INPUT_ERROR = 2
+EXIT_PREEMPTED = 128 + 15  # SIGTERM, as a shell reports a process it terminated
 
 
 def _common(p: argparse.ArgumentParser, device: bool = True) -> None:
@@ -270,10 +271,16 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one stage; returns the exit code (0 ok, 2 bad input, 130 interrupted)."""
+    """Run one stage; returns the exit code (0 ok, 2 bad input, 130 interrupted, 143 stopped
+    by SIGTERM after saving a resumable state)."""
+    from scoresde.stages.common import Preempted
+
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except Preempted as stop:
+        print(f"stopped: {_one_line(stop)}", file=sys.stderr)
+        return EXIT_PREEMPTED
     except _known_errors() as err:
         if os.environ.get("SCORESDE_TRACEBACK"):
             raise

@@ -22,6 +22,10 @@ class StageError(ValueError):
     """A stage cannot run on its inputs; the message names the file or value and the fix."""
 
 
+class Preempted(Exception):
+    """A stage stopped on SIGTERM after saving what a rerun resumes from."""
+
+
 def log(message: str) -> None:
     """One progress line on stderr (the rule's log file under Snakemake)."""
     print(f"[scoresde {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
