@@ -134,3 +134,11 @@ def test_bad_divergence_name():
         log_likelihood(gmm.score_fn(sde), sde, torch.zeros(2, 2, dtype=torch.float64), divergence="hutch")
     with pytest.raises(ValueError, match="n_probes"):
         log_likelihood(gmm.score_fn(sde), sde, torch.zeros(2, 2, dtype=torch.float64), n_probes=0)
+
+
+def test_non_finite_scores_are_reported():
+    def bad(x, t):
+        return torch.full_like(x, float("nan"))
+
+    with pytest.raises(FloatingPointError, match="log_likelihood: the adaptive ODE step size"):
+        log_likelihood(bad, PAPER_SDES["vp"](), torch.randn(3, 2))

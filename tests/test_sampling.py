@@ -227,6 +227,8 @@ def test_non_finite_scores_are_reported():
         pc_sample(bad, sde, (3, 2), steps=3)
     with pytest.raises(FloatingPointError, match="non-finite"):
         ode_sample(bad, sde, (3, 2), method="euler", steps=3)
+    with pytest.raises(FloatingPointError, match="ode_sample: the adaptive ODE step size underflowed"):
+        ode_sample(bad, sde, (3, 2), method="rk45")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

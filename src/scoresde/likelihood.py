@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .sampling import _check_finite
+from .sampling import _check_finite, dopri5
 from .sde import SDE
 from .utils import Generator, batch_sum, rademacher, rand, randn
 
@@ -88,8 +88,6 @@ def log_likelihood(
 
     ``x`` is continuous data in model space (dequantise first). Returns ``(logp (B,), nfe)``.
     """
-    from torchdiffeq import odeint
-
     if divergence not in DIVERGENCES:
         raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
     if n_probes < 1:
@@ -103,9 +101,7 @@ def log_likelihood(
         count[0] += 1
         return div(state[0], t.expand(B), probes)
 
-    span = torch.tensor([eps, sde.T], device=x.device, dtype=x.dtype)
     state0 = (x, torch.zeros(B, device=x.device, dtype=x.dtype))
-    # step_t: the last step lands on the end time, so no stage evaluates the score outside [eps, T]
-    sol = odeint(func, state0, span, rtol=rtol, atol=atol, method="dopri5", options={"step_t": span[1:]})
+    sol = dopri5(func, state0, eps, sde.T, rtol, atol, "log_likelihood")
     z, delta = (s[-1] for s in sol)
     return _check_finite(sde.prior_logp(z) + delta, "log_likelihood"), count[0]

@@ -203,12 +203,7 @@ def _fixed_step_ode(drift, x, times, method):
 
 
 def _adaptive_ode(drift, x, t0, t1, rtol, atol):
-    """Dormand-Prince RK45 (torchdiffeq ``dopri5``) on the tensor's own device; returns (x, nfe).
-
-    ``step_t`` makes the last step land on ``t1``: no stage evaluates the score outside [eps, T].
-    """
-    from torchdiffeq import odeint
-
+    """Dormand-Prince RK45 (torchdiffeq ``dopri5``) on the tensor's own device; returns (x, nfe)."""
     count = [0]
     B = x.shape[0]
 
@@ -216,9 +211,28 @@ def _adaptive_ode(drift, x, t0, t1, rtol, atol):
         count[0] += 1
         return drift(y, t.expand(B))
 
-    span = torch.tensor([t0, t1], device=x.device, dtype=x.dtype)
-    sol = odeint(func, x, span, rtol=rtol, atol=atol, method="dopri5", options={"step_t": span[1:]})
-    return sol[-1], count[0]
+    return dopri5(func, x, t0, t1, rtol, atol, "ode_sample")[-1], count[0]
+
+
+def dopri5(func, y0, t0, t1, rtol, atol, what):
+    """torchdiffeq's dopri5 from t0 to t1; returns the solution at both ends.
+
+    ``step_t`` makes the last step land on ``t1``: no stage evaluates the score outside [eps, T].
+    A step size that underflows (the drift became NaN / Inf or exploded) is a FloatingPointError.
+    """
+    from torchdiffeq import odeint
+
+    ref = y0[0] if isinstance(y0, tuple) else y0
+    span = torch.tensor([t0, t1], device=ref.device, dtype=ref.dtype)
+    try:
+        return odeint(func, y0, span, rtol=rtol, atol=atol, method="dopri5", options={"step_t": span[1:]})
+    except AssertionError as err:
+        if "underflow in dt" not in str(err):
+            raise
+        raise FloatingPointError(
+            f"{what}: the adaptive ODE step size underflowed; the score network produced non-finite "
+            "values (NaN/Inf) or the drift exploded"
+        ) from None
 
 
 def ode_sample(
