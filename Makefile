@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast test-slurm lint reproduce bench clean
+.PHONY: venv test test-fast test-slurm lint reproduce bench dag clean
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(STAMP)
 	$(BIN)/pip install -q -r benchmarks/requirements.txt
 	$(BIN)/pip install -q --no-deps -r benchmarks/requirements-nodeps.txt
 	$(BIN)/python benchmarks/run_all.py
+
+dag: $(STAMP)  # the rule graph of the default configuration, embedded in README.md
+	mkdir -p docs
+	$(BIN)/snakemake --rulegraph --quiet all | dot -Tsvg > docs/dag.svg
 
 clean:
 	rm -rf data checkpoints samples metrics reports logs .snakemake

@@ -108,6 +108,17 @@ def test_every_figure_is_a_png(built):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
 
 
+def test_expected_figures_are_the_figures_written(built):
+    """The workflow declares expected_figures() as the report rule's outputs."""
+    _, out = built
+    expected = report.expected_figures("digits", ["subvp", "ve", "vp"], tweedie=True)
+    assert [name for name, _, _ in expected] == [p.stem for p in out["figures"]]
+    assert [s for _, kind, s in expected if kind == "samples"] == ["ve", "vp", "subvp"]
+    without = report.expected_figures("digits", ["ve"], tweedie=False)
+    assert [k for _, k, _ in without] == ["fid_vs_steps", "fid_vs_nfe", "samples", "bpd", "loss",
+                                          "selection"]  # fmt: skip
+
+
 def test_html_is_self_contained_and_markdown_links_figures(built):
     root, out = built
     page = out["html"].read_text()
@@ -118,6 +129,10 @@ def test_html_is_self_contained_and_markdown_links_figures(built):
                  "torch-fidelity", "train_digits_ve.tsv", "12.5", "cpu count"):  # fmt: skip
         assert text in page, text
     assert "unknown (not a git checkout" in page
+    # the paper's columns shaded, verdicts coloured, one extractor named once, not per row
+    assert "<th class='paper'>FID (paper, CIFAR-10, different scale)</th>" in page
+    assert page.count("<td class='held nw'>held</td>") == 5
+    assert "feature extractor</th>" not in page and page.count(EXTRACTOR) == 2
     md = out["markdown"].read_text()
     for name in FIGURES:
         assert f"(figures/{name}.png)" in md

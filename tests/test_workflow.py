@@ -1,10 +1,11 @@
 """The Snakemake workflow: lint, formatting, dry runs of the shipped configs, bad parameters,
-and (slow) the smoke configuration end to end."""
+report captions, and (slow) the smoke configuration end to end with `snakemake --report`."""
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scoresde import report
 from scoresde.stages import cases
 from scoresde.stages import config as cfg
 
@@ -56,6 +58,14 @@ def test_snakefmt_is_clean():
     proc = subprocess.run([snakefmt, "--check", "Snakefile", "workflow/rules"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_report_caption_is_used():
+    """Each workflow/report/*.rst captions an output marked for the report, or describes the
+    workflow (Snakefile `report:`); every caption named exists."""
+    text = "\n".join(p.read_text() for p in [ROOT / "Snakefile", *ROOT.glob("workflow/rules/*.smk")])
+    used = set(re.findall(r"report/(\w+)\.rst", text))
+    assert used == {p.stem for p in (ROOT / "workflow/report").glob("*.rst")}
 
 
 def _job_counts(stdout: str) -> dict[str, int]:
@@ -138,3 +148,24 @@ def test_smoke_config_end_to_end(workdir):
 
     again = snakemake("-n", "--cores", "2", "--configfile", ".test/params.yaml", cwd=workdir)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # every figure and table of the report comes from this run
+    page = (workdir / "reports/report.html").read_text()
+    figures = sorted(p.name for p in (workdir / "reports/figures").glob("*.png"))
+    tweedie = len(set(c["sample"]["denoise"])) > 1
+    expected = report.expected_figures(c["data"]["dataset"], sdes, tweedie)
+    assert figures == sorted(f"{name}.png" for name, _, _ in expected)
+    assert page.count("data:image/png;base64,") == len(figures)
+    assert page.count("<table>") == 8 and "(no data)" not in page and "(no figures)" not in page
+
+    # Snakemake's report: the figures, tables and both reports, each with its caption
+    proc = snakemake("--configfile", ".test/params.yaml", "--report",
+                     "reports/snakemake-report.html", cwd=workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    smk = " ".join((workdir / "reports/snakemake-report.html").read_text()
+                   .replace("\\n", " ").split())
+    for name in [*figures, "metrics.csv", "likelihood.csv", "train_loss.csv", "selection.csv",
+                 "report.html", "report.md"]:
+        assert name in smk, name
+    for rst in sorted((workdir / "workflow/report").glob("*.rst")):
+        assert " ".join(rst.read_text().split()[:4]) in smk, f"caption {rst.name} not shown"

@@ -199,6 +199,22 @@ def _fmt(x) -> str:
     return "n/a" if _missing(x) else f"{x:.4g}"
 
 
+def _pm(x, err) -> str:
+    """``x ± err``, both to the decimals of err's second significant digit."""
+    if _missing(x) or _missing(err) or not err > 0:
+        return _fmt(x)
+    decimals = max(0, 1 - math.floor(math.log10(err)))
+    return f"{x:.{decimals}f} ± {err:.{decimals}f}"
+
+
+def _case_text(r: dict) -> str:
+    """A case in words, without dataset and SDE."""
+    how = f"{r['predictor']} ODE solver" if r["kind"] == "ode" else (
+        f"{r['predictor']} + {r['corrector']}")  # fmt: skip
+    steps = "adaptive steps" if _missing(r["steps"]) else f"{r['steps']} steps"
+    return f"{r['sampler']} ({how}), {steps}, {'Tweedie' if r['denoise'] else 'no'} denoising"
+
+
 def _describe(r: dict) -> str:
     steps = "adaptive" if _missing(r["steps"]) else r["steps"]
     tweedie = ", Tweedie" if r["denoise"] else ""
@@ -209,8 +225,8 @@ def _verdict(statement: str, checks: list[tuple[bool, str]], none_why: str):
     if not checks:
         return statement, None, f"not decidable: {none_why}"
     n_ok = sum(ok for ok, _ in checks)
-    text = "; ".join(t for _, t in checks)
-    return statement, n_ok == len(checks), f"{n_ok} of {len(checks)} comparisons hold. {text}"
+    text = "".join(f"\n{'✓' if ok else '✗'} {t}" for ok, t in checks)
+    return statement, n_ok == len(checks), f"{n_ok} of {len(checks)} comparisons hold:{text}"
 
 
 def _records(df: pd.DataFrame, **where) -> list[dict]:
@@ -326,6 +342,30 @@ def paper_orderings(fid: pd.DataFrame, nll: pd.DataFrame) -> list[tuple[str, boo
 
 # --------------------------------------------------------------------------- figures
 
+SDE_LABEL = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
+
+
+def _sde_label(sde) -> str:
+    return SDE_LABEL.get(sde, str(sde))
+
+
+def figure_name(kind: str, dataset: str, sde: str | None = None) -> str:
+    """File stem of a figure: ``{kind}_{dataset}``, or ``{kind}_{dataset}_{sde}`` per SDE."""
+    return f"{kind}_{dataset}" + (f"_{sde}" if sde else "")
+
+
+def expected_figures(dataset: str, sdes: Sequence[str], tweedie: bool) -> list[tuple]:
+    """(name, kind, sde or None) of every figure :func:`build_report` writes from complete inputs.
+
+    Complete: an FID result per case and a likelihood result per SDE, each SDE's training log,
+    selection table and samples. ``tweedie``: the sweep runs cases both with and without the
+    final denoising step. The workflow declares exactly these files as the report's outputs.
+    """
+    kinds = [("fid_vs_steps", None), ("fid_vs_nfe", None)] + [("tweedie", None)] * tweedie
+    kinds += [("samples", sde) for sde in sorted(sdes, key=_sde_key)]
+    kinds += [("bpd", None), ("loss", None), ("selection", None)]
+    return [(figure_name(kind, dataset, sde), kind, sde) for kind, sde in kinds]
+
 
 def _png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
@@ -334,49 +374,91 @@ def _png_bytes(fig: Figure) -> bytes:
 
 
 def _panels(n: int, title: str, width: float = 4.2):
-    fig = Figure(figsize=(width * max(n, 1), 3.4))
+    fig = Figure(figsize=(width * max(n, 1), 3.9), layout="constrained")
     axes = fig.subplots(1, max(n, 1), squeeze=False)[0]
     fig.suptitle(title)
     return fig, axes
 
 
+def _plain(value, _pos=None) -> str:
+    return f"{value:g}"
+
+
+def _log_axis(ax, which: str, values, fixed: bool = False) -> None:
+    """Log scale with plain tick labels where the values span a factor of 10 or more (``fixed``:
+    always log, ticks at the values themselves, 20% apart at least, when there are few)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    values = sorted({float(v) for v in values if not _missing(v) and float(v) > 0})
+    if not values or (not fixed and values[-1] / values[0] < 10):
+        return
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    if fixed and len(values) <= 8:
+        ticks = [values[0]]
+        for v in values[1:]:
+            if v > 1.2 * ticks[-1]:
+                ticks.append(v)
+        axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(_plain))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _line_label(r: dict) -> str:
-    tweedie = ", Tweedie" if r["denoise"] else ""
-    return f"{r['sampler']} ({r['predictor']}/{r['corrector']}{tweedie})"
+    parts = "ODE" if r["kind"] == "ode" else f"{r['predictor']} + {r['corrector']}"
+    return f"{r['sampler']} ({parts})"
 
 
 def plot_fid_curves(fid: pd.DataFrame, x: str, title: str) -> Figure:
-    """FID against ``x`` ("steps" or "nfe"), one panel per SDE, one line per sampler."""
+    """FID against ``x`` ("steps" or "nfe"), one panel per SDE, one line per sampler (colour)
+    and denoising setting (dashed: Tweedie), one legend below the panels."""
     sdes = sorted(fid["sde"].unique(), key=_sde_key)
     fig, axes = _panels(len(sdes), title)
+    everything = sorted({_line_label(r) for r in fid.to_dict("records")})
+    colours = {lab: f"C{i % 10}" for i, lab in enumerate(everything)}  # the same in every figure
+    recs = fid[fid[x].notna() & fid["fid"].notna()].to_dict("records")
+    handles = {}
     for ax, sde in zip(axes, sdes, strict=False):
-        sub = fid[(fid["sde"] == sde) & fid[x].notna() & fid["fid"].notna()]
-        labels = [_line_label(r) for r in sub.to_dict("records")]
-        for label in sorted(set(labels)):
-            line = sub[[lab == label for lab in labels]].sort_values(x)
-            ax.plot(line[x].astype(float), line["fid"], marker="o", label=label)
-        ax.set(title=sde, xlabel=x.upper() if x == "nfe" else x, ylabel="FID", xscale="log")
-        if labels:
-            ax.legend(fontsize=6)
+        mine = [r for r in recs if r["sde"] == sde]
+        for label, denoise in sorted({(_line_label(r), r["denoise"]) for r in mine}):
+            line = sorted((r for r in mine if (_line_label(r), r["denoise"]) == (label, denoise)),
+                          key=lambda r: r[x])  # fmt: skip
+            name = f"{label}, {'Tweedie' if denoise else 'no'} denoising"
+            handles[name] = ax.plot([float(r[x]) for r in line], [r["fid"] for r in line],
+                                    marker="s" if denoise else "o", color=colours[label],
+                                    linestyle="--" if denoise else "-", label=name,
+                                    markerfacecolor="none" if denoise else None)[0]  # fmt: skip
+        xlabel = "NFE (score-network evaluations per sample)" if x == "nfe" else "sampler steps"
+        ax.set(title=f"{_sde_label(sde)} SDE", xlabel=xlabel, ylabel="FID (lower is better)")
+        _log_axis(ax, "x", [r[x] for r in mine], fixed=True)
+        if not mine:
+            ax.text(0.5, 0.5, "no case with a step count" if x == "steps" else "no data",
+                    ha="center", va="center", transform=ax.transAxes, color="0.4")  # fmt: skip
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center",
+                   ncols=min(2, len(handles)), fontsize=8)  # fmt: skip
     return fig
 
 
 def plot_tweedie(fid: pd.DataFrame, title: str) -> Figure | None:
-    """FID without vs with the final Tweedie step, one pair of bars per matching case."""
+    """FID with minus FID without the final Tweedie step, one bar per case run both ways."""
     pairs = tweedie_pairs(fid)
     if not pairs:
         return None
-    fig = Figure(figsize=(max(4.0, 0.9 * len(pairs)), 3.6))
+    fig = Figure(figsize=(6.4, 1.4 + 0.3 * len(pairs)), layout="constrained")
     ax = fig.subplots()
-    pos = range(len(pairs))
-    ax.bar([p - 0.2 for p in pos], [off["fid"] for off, _ in pairs], width=0.4,
-           label="no denoising")  # fmt: skip
-    ax.bar([p + 0.2 for p in pos], [on["fid"] for _, on in pairs], width=0.4,
-           label="Tweedie denoising")  # fmt: skip
-    names = [f"{off['sde']}\n{off['sampler']}\n{_fmt(off['steps'])}" for off, _ in pairs]
-    ax.set_xticks(list(pos), names, fontsize=6)
-    ax.set(ylabel="FID", title=title)
-    ax.legend(fontsize=7)
+    pos = list(range(len(pairs)))[::-1]  # the first case on top
+    delta = [on["fid"] - off["fid"] for off, on in pairs]
+    bars = ax.barh(pos, delta, color=["tab:green" if d < 0 else "tab:red" for d in delta])
+    ax.bar_label(bars, [f"{_fmt(off['fid'])} → {_fmt(on['fid'])}" for off, on in pairs], fontsize=7,
+                 padding=3)  # fmt: skip
+    names = [f"{_sde_label(off['sde'])} {off['sampler']}, "
+             f"{'adaptive' if _missing(off['steps']) else str(off['steps']) + ' steps'}"
+             for off, _ in pairs]  # fmt: skip
+    ax.set_yticks(pos, names, fontsize=8)
+    ax.axvline(0, color="k", linewidth=0.8)
+    ax.margins(x=0.3)
+    ax.set(xlabel="FID with Tweedie minus FID without (< 0: denoising helped)", title=title)
     return fig
 
 
@@ -385,38 +467,50 @@ def plot_samples(images: torch.Tensor, title: str) -> Figure:
     from torchvision.utils import make_grid
 
     grid = make_grid(images[:64], nrow=8, padding=1, pad_value=255).permute(1, 2, 0)
-    fig = Figure(figsize=(4, 4.3))
+    fig = Figure(figsize=(4.4, 4.8), layout="constrained")
     ax = fig.subplots()
     ax.imshow(grid.numpy(), interpolation="nearest")
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title, fontsize=9)
     ax.axis("off")
     return fig
 
 
 def plot_series(series: dict[str, pd.DataFrame], x: str, y: str, title: str, logy=False):
     """One line per SDE of ``y`` against ``x``; marks the minimum for checkpoint selection."""
-    fig = Figure(figsize=(5, 3.4))
+    fig = Figure(figsize=(5.2, 3.8), layout="constrained")
     ax = fig.subplots()
+    long = False
     for sde in sorted(series, key=_sde_key):
         df = series[sde]
+        long |= len(df) >= 100
         smooth = df[y].rolling(max(1, len(df) // 50), min_periods=1).mean()
-        ax.plot(df[x], smooth, label=sde, marker="o" if len(df) < 30 else None)
+        line = ax.plot(df[x], smooth, label=f"{_sde_label(sde)} SDE",
+                       marker="o" if len(df) < 30 else None)[0]  # fmt: skip
         if y == "fid":
             best = df.loc[df[y].idxmin()]
-            ax.scatter([best[x]], [best[y]], s=80, facecolors="none", edgecolors="k")
-    ylabel = "quick FID" if y == "fid" else f"{y} (running mean)" if len(df) >= 100 else y
-    ax.set(xlabel=x, ylabel=ylabel, title=title, yscale="log" if logy else "linear")
-    ax.legend(fontsize=7)
+            ax.scatter([best[x]], [best[y]], s=120, facecolors="none", edgecolors="k", zorder=3)
+            ax.annotate(f"chosen: step {int(best[x])}", (best[x], best[y]), fontsize=7,
+                        xytext=(-6, 8), textcoords="offset points", ha="right",
+                        color=line.get_color())  # fmt: skip
+    ylabel = {"fid": "quick FID (lower is better)", "loss": "DSM loss"}.get(y, y)
+    ylabel += " (running mean)" if long and y != "fid" else ""
+    ax.set(xlabel="training step", ylabel=ylabel, title=title)
+    if logy:
+        _log_axis(ax, "y", pd.concat([df[y] for df in series.values()]))
+    ax.legend(fontsize=8)
     return fig
 
 
 def plot_bpd(nll: pd.DataFrame, title: str) -> Figure:
     """Bits/dim per SDE with standard-error bars."""
-    fig = Figure(figsize=(4, 3.4))
+    fig = Figure(figsize=(4.4, 3.8), layout="constrained")
     ax = fig.subplots()
     sem = nll["bpd_sem"].fillna(0.0)
-    ax.bar(nll["sde"], nll["bpd"], yerr=sem, capsize=4, color="tab:blue")
-    ax.set(ylabel="bits/dim", title=title)
+    bars = ax.bar([f"{_sde_label(s)} SDE" for s in nll["sde"]], nll["bpd"], yerr=sem, capsize=4,
+                  color="tab:blue")  # fmt: skip
+    ax.bar_label(bars, labels=[_pm(b, s) for b, s in zip(nll["bpd"], nll["bpd_sem"], strict=True)],
+                 fontsize=8, label_type="center", color="white")  # fmt: skip
+    ax.set(ylabel="test bits/dim (lower is better)", title=title)
     return fig
 
 
@@ -449,8 +543,12 @@ def _sample_figures(fid, dataset, samples_dir):
         for r in sub.sort_values("fid", kind="stable").to_dict("records"):
             images = _load_images(Path(samples_dir, dataset, sde, f"{r['case']}.pt"))
             if images is not None:
-                title = f"{dataset}/{sde}: best by FID, {_describe(r)}, FID {_fmt(r['fid'])}"
-                figs[f"samples_{dataset}_{sde}"] = (plot_samples(images, title), title)
+                title = (f"{dataset}, {_sde_label(sde)} SDE: lowest FID ({_fmt(r['fid'])})\n"
+                         f"{_case_text(r)}")  # fmt: skip
+                caption = (f"{dataset}, {_sde_label(sde)} SDE: the first {min(64, len(images))} "
+                           f"samples of the case with the lowest FID ({_fmt(r['fid'])}): "
+                           f"{_case_text(r)}.")  # fmt: skip
+                figs[figure_name("samples", dataset, sde)] = (plot_samples(images, title), caption)
                 break
     return figs
 
@@ -465,11 +563,15 @@ def _checkpoint_figures(dataset, sdes, checkpoints_dir):
             sels[sde] = df
     figs = {}
     if logs:
-        title = f"{dataset}: training loss (DSM)"
-        figs[f"loss_{dataset}"] = (plot_series(logs, "step", "loss", title, logy=True), title)
+        title = f"{dataset}: training loss (denoising score matching)"
+        caption = (f"{dataset}: denoising score-matching loss against training step per SDE "
+                   "(a running mean for long logs; log scale when it spans a factor of 10).")  # fmt: skip
+        figs[figure_name("loss", dataset)] = (plot_series(logs, "step", "loss", title, True), caption)
     if sels:
-        title = f"{dataset}: checkpoint selection (quick FID; circle = chosen)"
-        figs[f"selection_{dataset}"] = (plot_series(sels, "step", "fid", title), title)
+        title = f"{dataset}: checkpoint selection by quick FID"
+        caption = (f"{dataset}: quick FID of every saved snapshot against its training step; the "
+                   "circled point of each SDE is the checkpoint kept as best.pt.")  # fmt: skip
+        figs[figure_name("selection", dataset)] = (plot_series(sels, "step", "fid", title), caption)
     return figs
 
 
@@ -477,17 +579,28 @@ def _dataset_figures(dataset, fid, nll, checkpoints_dir, samples_dir):
     """{name: (Figure, caption)} for one dataset."""
     figs = {}
     if len(fid):
-        for x in ("steps", "nfe"):
-            title = f"{dataset}: FID vs {x.upper() if x == 'nfe' else x} per sampler"
-            figs[f"fid_vs_{x}_{dataset}"] = (plot_fid_curves(fid, x, title), title)
+        how = "colour: sampler; dashed, open squares: with the final Tweedie denoising step"
+        title = f"{dataset}: FID vs sampler steps"
+        caption = (f"{dataset}: FID against the number of sampler steps, one panel per SDE ({how})."
+                   " Adaptive ODE solvers have no step count: see FID vs NFE.")  # fmt: skip
+        figs[figure_name("fid_vs_steps", dataset)] = (plot_fid_curves(fid, "steps", title), caption)
+        title = f"{dataset}: FID vs NFE"
+        caption = (f"{dataset}: FID against the number of score-network evaluations (NFE) per "
+                   f"sample, one panel per SDE ({how}).")  # fmt: skip
+        figs[figure_name("fid_vs_nfe", dataset)] = (plot_fid_curves(fid, "nfe", title), caption)
         title = f"{dataset}: effect of Tweedie denoising on FID"
+        caption = (f"{dataset}: change of FID from the final Tweedie denoising step for every "
+                   "case run both ways (green: lower FID with denoising; labels: FID without -> "
+                   "with).")  # fmt: skip
         if (fig := plot_tweedie(fid, title)) is not None:
-            figs[f"tweedie_{dataset}"] = (fig, title)
+            figs[figure_name("tweedie", dataset)] = (fig, caption)
         if samples_dir is not None:
             figs.update(_sample_figures(fid, dataset, samples_dir))
     if len(nll):
-        title = f"{dataset}: bits/dim per SDE (probability-flow ODE)"
-        figs[f"bpd_{dataset}"] = (plot_bpd(nll, title), title)
+        title = f"{dataset}: test bits/dim per SDE"
+        caption = (f"{dataset}: test-set bits/dim per SDE from the probability-flow ODE, with "
+                   "one standard error over the test images.")  # fmt: skip
+        figs[figure_name("bpd", dataset)] = (plot_bpd(nll, title), caption)
     if checkpoints_dir is not None:
         sdes = sorted(set(fid["sde"]) | set(nll["sde"]), key=_sde_key)
         figs.update(_checkpoint_figures(dataset, sdes, checkpoints_dir))
@@ -519,12 +632,13 @@ def sweep_table(fid: pd.DataFrame) -> pd.DataFrame:
     for r in fid.to_dict("records"):
         paper = paper_fid(r)
         rows.append({
-            "dataset": r["dataset"], "sde": r["sde"], "sampler": r["sampler"],
+            "dataset": r["dataset"], "SDE": r["sde"], "sampler": r["sampler"],
             "predictor": r["predictor"], "corrector": r["corrector"],
             "steps": "adaptive" if _missing(r["steps"]) else int(r["steps"]),
-            "Tweedie": "yes" if r["denoise"] else "no", "NFE": _fmt(r["nfe"]),
-            "FID": _fmt(r["fid"]), "KID": f"{_fmt(r['kid'])} ± {_fmt(r['kid_std'])}",
-            "seconds": _fmt(r["seconds"]), "feature extractor": r["feature_extractor"],
+            "Tweedie denoising": "yes" if r["denoise"] else "no", "NFE": _fmt(r["nfe"]),
+            "FID": _fmt(r["fid"]), "KID (mean ± s.d.)": _pm(r["kid"], r["kid_std"]),
+            "samples": _cell(r["n_samples"]), "sampling time (s)": _fmt(r["seconds"]),
+            "feature extractor": r["feature_extractor"],
             f"FID ({PAPER_TAG})": f"{paper[0]} ({paper[1]})" if paper else "",
         })  # fmt: skip
     return pd.DataFrame(rows)
@@ -536,9 +650,9 @@ def likelihood_table(nll: pd.DataFrame) -> pd.DataFrame:
     for r in nll.to_dict("records"):
         paper = paper_bpd(r["sde"])
         rows.append({
-            "dataset": r["dataset"], "sde": r["sde"],
-            "bits/dim": f"{_fmt(r['bpd'])} ± {_fmt(r['bpd_sem'])}", "NFE": _fmt(r["nfe"]),
-            "images": r["n_images"], "divergence": r["divergence"],
+            "dataset": r["dataset"], "SDE": r["sde"],
+            "bits/dim (± s.e.)": _pm(r["bpd"], r["bpd_sem"]), "NFE": _fmt(r["nfe"]),
+            "test images": _cell(r["n_images"]), "divergence estimate": _cell(r["divergence"]),
             f"bits/dim ({PAPER_TAG})": f"{paper[0]} ({paper[1]})" if paper else "",
         })  # fmt: skip
     return pd.DataFrame(rows)
@@ -546,10 +660,13 @@ def likelihood_table(nll: pd.DataFrame) -> pd.DataFrame:
 
 def paper_reference_table() -> pd.DataFrame:
     """The paper's CIFAR-10 numbers quoted in DESIGN.md (Tables 1-3), for reference."""
-    rows = [{"table": "1 (FID)", "sde": s, "case": n, "value": v}
-            for s, _, _, _, _, v, n in PAPER_FID]  # fmt: skip
-    rows += [{"table": "2 (bits/dim)", "sde": s, "case": m, "value": v} for s, v, m in PAPER_BPD]
-    rows += [{"table": "3 (FID)", "sde": s, "case": m, "value": v} for s, v, m in PAPER_FID_DEEP]
+    def row(table, sde, case, metric, value):
+        return {"paper table": table, "SDE": sde, "case / model": case, "metric": metric,
+                "value (paper, CIFAR-10)": value}  # fmt: skip
+
+    rows = [row("Table 1", s, n, "FID", v) for s, _, _, _, _, v, n in PAPER_FID]
+    rows += [row("Table 2", s, m, "bits/dim", v) for s, v, m in PAPER_BPD]
+    rows += [row("Table 3", s, m, "FID", v) for s, v, m in PAPER_FID_DEEP]
     return pd.DataFrame(rows)
 
 
@@ -558,17 +675,31 @@ def _cell(v) -> str:
 
 
 def html_table(df: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    """An HTML table; the paper's columns are shaded and verdicts coloured."""
+
+    def cls(col, value=None) -> str:
+        names = ["paper"] if "paper" in str(col) else []
+        if col == "verdict" and value in _VERDICT_CLASS:
+            names.append(_VERDICT_CLASS[value])
+        if value is not None and len(value) <= 24:
+            names.append("nw")
+        return f" class='{' '.join(names)}'" if names else ""
+
+    def text(v) -> str:
+        return html.escape(_cell(v)).replace("\n", "<br>")
+
+    head = "".join(f"<th{cls(c)}>{html.escape(str(c))}</th>" for c in df.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f"<td{cls(c, _cell(v))}>{text(v)}</td>"
+                         for c, v in zip(df.columns, row, strict=True)) + "</tr>"
         for row in df.itertuples(index=False)
-    )
+    )  # fmt: skip
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def md_table(df: pd.DataFrame) -> str:
     def esc(v):
-        return _cell(v).replace("|", "\\|").replace("\n", " ")
+        return _cell(v).replace("|", "\\|").replace("\n", "<br>")
 
     lines = ["| " + " | ".join(esc(c) for c in df.columns) + " |"]
     lines.append("|" + "---|" * len(df.columns))
@@ -622,9 +753,13 @@ def stage_times(benchmark_files: Sequence) -> pd.DataFrame:
         except (OSError, ValueError, KeyError, pd.errors.ParserError):
             continue
         rss = float(df["max_rss"].mean()) if "max_rss" in df else math.nan
-        rows.append({"stage (benchmark file)": str(path), "seconds": round(seconds, 2),
+        rows.append({"job (benchmark file)": str(path), "wall time (s)": round(seconds, 2),
                      "max RSS (MB)": _fmt(rss)})  # fmt: skip
-    return pd.DataFrame(rows, columns=["stage (benchmark file)", "seconds", "max RSS (MB)"])
+    if rows:
+        total = round(sum(r["wall time (s)"] for r in rows), 2)
+        rows.append({"job (benchmark file)": "total (sum over jobs)", "wall time (s)": total,
+                     "max RSS (MB)": ""})  # fmt: skip
+    return pd.DataFrame(rows, columns=["job (benchmark file)", "wall time (s)", "max RSS (MB)"])
 
 
 def _yaml(config: dict) -> str:
@@ -645,11 +780,32 @@ def provenance(config: dict | None, benchmark_files: Sequence = (), repo_dir=Non
 
 # --------------------------------------------------------------------------- rendering
 
-_CSS = """body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}
-table{border-collapse:collapse;font-size:12px;margin:1em 0}td,th{border:1px solid #ccc;
-padding:2px 6px}th{background:#eee}pre{background:#f6f6f6;padding:1em;overflow:auto}
-.held{color:#070}.failed{color:#a00}.undecided{color:#777}img{max-width:100%}"""
-_MARK = {True: ("held", "held"), False: ("failed", "did not hold"), None: ("undecided", "n/a")}
+_CSS = """body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;line-height:1.4}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;
+padding:3px 7px;vertical-align:top;text-align:left}th{background:#eee}
+tbody tr:nth-child(even){background:#fafafa}th.paper{background:#f3e3b5}td.paper{background:#fdf6e3}
+.wide{overflow-x:auto}pre{background:#f6f6f6;padding:1em;overflow:auto}p{max-width:75em}
+.held{color:#070;font-weight:bold}.failed{color:#a00;font-weight:bold}.undecided{color:#777}
+nav a{margin-right:1.2em}.figures{display:flex;flex-wrap:wrap;gap:2em;align-items:flex-start}
+.nw{white-space:nowrap}figure{margin:0;display:table}figcaption{display:table-caption;caption-side:bottom;
+font-size:13px;color:#333;padding-top:.3em}img{max-width:100%}"""
+_MARK = {True: ("held", "held"), False: ("failed", "did not hold"),
+         None: ("undecided", "undecided")}  # fmt: skip
+_VERDICT_CLASS = {text: cls for cls, text in _MARK.values()}
+
+_ORDERINGS_NOTE = (
+    "Qualitative claims of the paper (its CIFAR-10 experiments), checked on this run's numbers. "
+    "held: every comparable pair of cases of this run agrees; did not hold: at least one "
+    "disagrees; undecided: this run has no comparable cases.")
+_LIKELIHOOD_NOTE = (
+    "Test-set negative log-likelihood in bits/dim (lower is better) from the probability-flow "
+    "ODE, ± one standard error over the test images; NFE: score-network evaluations per batch "
+    "of the ODE solve. The 'paper' column is the paper's CIFAR-10 value for the same SDE "
+    "(Table 2).")
+_PAPER_NOTE = (
+    "Every number in this table is the paper's (Song et al. 2021, CIFAR-10, 32x32 RGB, "
+    "networks of 30-60M parameters trained for 1.3M steps), not ours: quoted for orientation "
+    "only. Table 1: N = 1000 steps (P2000, C2000: 2000); Table 3: the deep continuous models.")
 
 
 def _kv_table(d: dict) -> pd.DataFrame:
@@ -662,36 +818,70 @@ def _sections(fid, nll, orderings, prov):
         [(s, _MARK[h][1], e) for s, h, e in orderings], columns=["ordering", "verdict", "evidence"]
     )
     extractors = ", ".join(sorted(set(fid["feature_extractor"]))) or "n/a"
+    intro = (
+        "Song et al., Score-Based Generative Modeling through Stochastic Differential Equations "
+        "(ICLR 2021), reproduced at a small scale. Every number is from this run except those "
+        f"marked '{PAPER_TAG}': the paper's own CIFAR-10 results, quoted for "
+        "orientation; dataset, network and training budget differ, so compare orderings, not "
+        f"values. FID and KID are computed in the features of: {extractors}.")  # fmt: skip
+    sweep_df, paper_col = sweep_table(fid), f"FID ({PAPER_TAG})"
+    sweep = (
+        "One row per case (SDE x sampler x steps x final Tweedie denoising). FID and KID: lower "
+        f"is better, in the features of {extractors}; KID is the mean ± standard deviation over "
+        "subsets. NFE: score-network evaluations per sample. Sampling time: wall time to draw "
+        "all samples of the case.")  # fmt: skip
+    if fid["feature_extractor"].nunique() == 1:  # named above instead of in every row
+        sweep_df = sweep_df.drop(columns="feature extractor")
+    if len(sweep_df) and sweep_df[paper_col].astype(bool).any():
+        sweep += (" The 'paper' column is the paper's CIFAR-10 FID (Table 1) where the paper has "
+                  "the same SDE, sampler and step count.")  # fmt: skip
+    elif len(sweep_df):
+        sweep_df = sweep_df.drop(columns=paper_col)
+        sweep += (" No case here has the SDE, sampler and step count of a case in the paper's "
+                  "Table 1 (N = 1000 or 2000 steps), so no paper FID sits beside ours; the "
+                  "paper's numbers are listed below.")  # fmt: skip
     return [
-        ("Paper orderings", "table", order_df),
-        ("Sampler sweep", "text", f"FID/KID feature extractor: {extractors}."),
-        (None, "table", sweep_table(fid)),
-        ("Likelihood", "table", likelihood_table(nll)),
-        ("Paper reference numbers (CIFAR-10, different scale)", "table", paper_reference_table()),
+        (None, "text", intro),
+        ("Paper orderings", "text", _ORDERINGS_NOTE),
+        (None, "table", order_df),
+        ("Sampler sweep", "text", sweep),
+        (None, "table", sweep_df),
+        ("Likelihood", "text", _LIKELIHOOD_NOTE),
+        (None, "table", likelihood_table(nll)),
+        ("The paper's CIFAR-10 numbers (different scale)", "text", _PAPER_NOTE),
+        (None, "table", paper_reference_table()),
         ("Figures", "figures", None),
         ("Provenance", "table", _kv_table({"generated": prov["generated"],
                                            "git commit": prov["git commit"]})),  # fmt: skip
         ("Package versions", "table", _kv_table(prov["packages"])),
         ("Hardware", "table", _kv_table(prov["hardware"])),
-        ("Wall time per stage", "table", prov["stage times"]),
+        ("Wall time per job", "table", prov["stage times"]),
         ("Resolved configuration", "pre", prov["config"]),
     ]
+
+
+def _anchor(heading: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in heading.lower()).strip("-")
 
 
 def render_html(sections, figures, title) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
+    links = [f"<a href='#{_anchor(h)}'>{html.escape(h)}</a>" for h, _, _ in sections if h]
+    parts.append(f"<nav>{' '.join(links)}</nav>")
     for heading, kind, payload in sections:
         if heading:
-            parts.append(f"<h2>{html.escape(heading)}</h2>")
+            parts.append(f"<h2 id='{_anchor(heading)}'>{html.escape(heading)}</h2>")
         if kind == "table":
-            parts.append(html_table(payload) if len(payload) else "<p>(no data)</p>")
+            body = html_table(payload) if len(payload) else "<p>(no data)</p>"
+            parts.append(f"<div class='wide'>{body}</div>")
         elif kind == "text":
             parts.append(f"<p>{html.escape(payload)}</p>")
         elif kind == "pre":
             parts.append(f"<pre>{html.escape(payload)}</pre>")
         else:
-            parts += [_html_figure(f) for f in figures] or ["<p>(no figures)</p>"]
+            figs = "".join(_html_figure(f) for f in figures)
+            parts.append(f"<div class='figures'>{figs}</div>" if figs else "<p>(no figures)</p>")
     return "\n".join([*parts, "</body></html>"])
 
 
@@ -714,7 +904,8 @@ def render_markdown(sections, figures, title, fig_rel: str) -> str:
         elif kind == "pre":
             parts.append(f"```yaml\n{payload}```")
         else:
-            parts += [f"![{f['caption']}]({fig_rel}/{f['path'].name})" for f in figures]
+            parts += [f"![{f['name']}]({fig_rel}/{f['path'].name})\n\n*{f['caption']}*"
+                      for f in figures]  # fmt: skip
     return "\n\n".join(parts) + "\n"
 
 

@@ -3,6 +3,7 @@
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from scoresde.report import expected_figures
 from scoresde.stages import cases, config as settings
 
 try:  # one line naming the key, before any job starts
@@ -67,6 +68,34 @@ def nll_results(wildcards):
 def case_files(pattern):
     """One path per case of the sweep; `pattern` has {case} and escaped {{wildcards}}."""
     return expand(pattern, case=CASES)
+
+
+# Each figure the report writes (expected_figures) with its caption for `snakemake --report`.
+# kind: (caption, subcategory, label)
+FIGURES = {
+    "fid_vs_steps": ("../report/fid_curves.rst", "FID curves", "FID vs sampler steps"),
+    "fid_vs_nfe": ("../report/fid_curves.rst", "FID curves", "FID vs NFE"),
+    "tweedie": ("../report/tweedie.rst", "FID curves", "Tweedie denoising"),
+    "samples": ("../report/samples.rst", "Samples", "lowest-FID samples"),
+    "bpd": ("../report/bpd.rst", "Likelihood", "bits/dim per SDE"),
+    "loss": ("../report/loss.rst", "Training", "training loss"),
+    "selection": ("../report/selection.rst", "Training", "checkpoint selection"),
+}
+
+
+def report_figures():
+    """{name: reports/figures/{name}.png} for every figure, marked for the Snakemake report."""
+    tweedie = len(set(config["sample"]["denoise"])) > 1  # cases run with and without
+    return {
+        name: report(
+            f"reports/figures/{name}.png",
+            caption=FIGURES[kind][0],
+            category="Figures",
+            subcategory=FIGURES[kind][1],
+            labels={"figure": FIGURES[kind][2], "SDE": sde or "all"},
+        )
+        for name, kind, sde in expected_figures(DATASET, SDES, tweedie)
+    }
 
 
 def slurm_preflight():

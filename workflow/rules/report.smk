@@ -9,22 +9,39 @@ rule report:
             "checkpoints/{dataset}/{sde}/selection.csv", dataset=DATASET, sde=SDES
         ),
     output:
+        **report_figures(),
         metrics=report(
-            "reports/metrics.csv", caption="../report/metrics.rst", category="Tables"
+            "reports/metrics.csv",
+            caption="../report/metrics.rst",
+            category="Tables",
+            subcategory="Sampler sweep",
         ),
         likelihood=report(
             "reports/likelihood.csv",
             caption="../report/likelihood.rst",
             category="Tables",
+            subcategory="Likelihood",
+        ),
+        train_loss=report(
+            "reports/train_loss.csv",
+            caption="../report/train_loss.rst",
+            category="Tables",
+            subcategory="Training",
         ),
         html=report(
-            "reports/report.html", caption="../report/report.rst", category="Report"
+            "reports/report.html",
+            caption="../report/report_html.rst",
+            category="Report",
+            labels={"format": "HTML (self-contained)"},
         ),
-        md="reports/report.md",
-        figures=directory("reports/figures"),
+        md=report(
+            "reports/report.md",
+            caption="../report/report.rst",
+            category="Report",
+            labels={"format": "Markdown (links figures/)"},
+        ),
         metrics_json="reports/metrics.json",
         fid_vs_steps="reports/fid_vs_steps.csv",
-        train_loss="reports/train_loss.csv",
     log:
         "logs/report.log",
     conda:

@@ -5,7 +5,13 @@ rule select_checkpoint:
         extractor="checkpoints/{dataset}/fid_features.pt",
     output:
         best="checkpoints/{dataset}/{sde}/best.pt",
-        table="checkpoints/{dataset}/{sde}/selection.csv",
+        table=report(
+            "checkpoints/{dataset}/{sde}/selection.csv",
+            caption="../report/selection_table.rst",
+            category="Tables",
+            subcategory="Checkpoint selection",
+            labels={"SDE": "{sde}"},
+        ),
         config="checkpoints/{dataset}/{sde}/selection.json",
     log:
         "logs/select_checkpoint/{dataset}/{sde}.log",
