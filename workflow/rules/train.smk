@@ -3,7 +3,13 @@ rule train:
         "data/processed/{dataset}/train.pt",
     output:
         snapshots=expand("checkpoints/{{dataset}}/{{sde}}/step_{k}.pt", k=SNAPSHOTS),
-        log_csv="checkpoints/{dataset}/{sde}/train_log.csv",
+        log_csv=report(
+            "checkpoints/{dataset}/{sde}/train_log.csv",
+            caption="../report/train_log.rst",
+            category="Tables",
+            subcategory="Training",
+            labels={"SDE": "{sde}"},
+        ),
         config="checkpoints/{dataset}/{sde}/config.json",
     log:
         "logs/train/{dataset}/{sde}.log",
