@@ -157,6 +157,34 @@ def test_samples_are_deterministic_and_batch_independent(work, tmp_path):
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
 
+@pytest.mark.parametrize("sampler, steps", [("pc", "3"), ("ode-heun", "2")])
+def test_one_job_draws_the_tweedie_pair_as_two_separate_jobs_would(work, tmp_path, sampler,
+                                                                    steps):
+    args = ["sample", "--params", work / "params.yaml", "--checkpoint",
+            work / "checkpoints/ve/best.pt", "--sampler", sampler, "--steps", steps]
+    assert run(*args, "--denoise", "tweedie", "none", "--out", tmp_path / "t.pt",
+               tmp_path / "n.pt", "--meta", tmp_path / "t.json", tmp_path / "n.json") == 0
+    for d in ("tweedie", "none"):
+        alone = tmp_path / f"alone_{d}.pt"
+        assert run(*args, "--denoise", d, "--out", alone, "--meta", tmp_path / "a.json") == 0
+        both = torch.load(tmp_path / f"{d[0]}.pt", weights_only=True)["images"]
+        assert torch.equal(both, torch.load(alone, weights_only=True)["images"])
+        meta = json.loads((tmp_path / f"{d[0]}.json").read_text())
+        assert meta["nfe"] == json.loads((tmp_path / "a.json").read_text())["nfe"]
+        assert meta["trajectory_shared_by"] == ["tweedie", "none"]
+    a, b = (torch.load(tmp_path / f"{d}.pt", weights_only=True)["images"] for d in "tn")
+    assert sampler != "pc" or not torch.equal(a, b)  # ODE: Tweedie at t = 1e-5 moves < 1 level
+
+
+def test_denoise_and_outputs_must_pair_up(work, tmp_path, capsys):
+    code = run("sample", "--params", work / "params.yaml", "--checkpoint",
+               work / "checkpoints/ve/best.pt", "--sampler", "pc", "--steps", "3",
+               "--denoise", "tweedie", "none", "--out", tmp_path / "t.pt", "--meta",
+               tmp_path / "t.json")
+    assert code == 2 and "one --out and one --meta per --denoise" in _error(capsys)
+    assert not list(tmp_path.iterdir())
+
+
 def _error(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) >= 1 and err[-1].startswith("error: ")

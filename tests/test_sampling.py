@@ -13,6 +13,7 @@ from conftest import PAPER_SDES
 from exact import gaussian, two_mode_mixture
 
 from scoresde import ode_sample, pc_sample, tweedie_denoise
+from scoresde.sampling import ode_trajectory, pc_trajectory
 from scoresde.utils import per_sample_generators
 
 N_SAMPLES = 4000
@@ -241,3 +242,24 @@ def test_cuda_sampling(sde):
     x, _ = pc_sample(score, sde, (8, 2), steps=10, generator=gen)
     y, _ = ode_sample(score, sde, (8, 2), generator=torch.Generator(device="cuda").manual_seed(0))
     assert x.is_cuda and y.is_cuda
+
+
+@pytest.mark.parametrize("sampler", ["pc", "ode"])
+def test_one_trajectory_gives_both_denoise_settings(sde, sampler):
+    """pc_trajectory / ode_trajectory end where pc_sample / ode_sample with and without the
+    final denoising end: the sweep draws the Tweedie on / off pair from one run."""
+    score = two_mode_mixture().score_fn(sde)
+    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    if sampler == "pc":
+        x, x_mean, nfe = pc_trajectory(score, sde, (16, 2), steps=7, generator=gen())
+        for denoise, want in ((True, x_mean), (False, x)):
+            got, n = pc_sample(score, sde, (16, 2), steps=7, denoise=denoise, generator=gen())
+            assert torch.equal(got, want) and n == nfe == 14
+    else:
+        x, nfe = ode_trajectory(score, sde, (16, 2), method="heun", steps=5, generator=gen())
+        got, n = ode_sample(score, sde, (16, 2), method="heun", steps=5, generator=gen())
+        assert torch.equal(got, x) and n == nfe
+        got, n = ode_sample(score, sde, (16, 2), method="heun", steps=5, denoise=True,
+                            generator=gen())
+        t = torch.full((16,), sde.sampling_eps)
+        assert torch.equal(got, tweedie_denoise(score, sde, x, t)) and n == nfe + 1

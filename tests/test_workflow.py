@@ -96,7 +96,8 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
                              c["sample"]["denoise"]))
     counts = _job_counts(proc.stdout)
     assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
-                      "report": 1, "sample": n_sde * n_case, "select_checkpoint": n_sde,
+                      "report": 1, "sample": n_sde * n_case // len(c["sample"]["denoise"]),
+                      "select_checkpoint": n_sde,
                       "train": n_sde, "train_features": 1}, proc.stdout
 
 

@@ -201,9 +201,11 @@ def _add_stage_parsers(sub) -> None:
     p.add_argument("--sampler", required=True,
                    help="pc, p, c, em, ancestral, ode-rk45, ode-heun or ode-euler")
     p.add_argument("--steps", required=True, help="number of steps, or 'adaptive' (ode-rk45)")
-    p.add_argument("--denoise", required=True, help="tweedie or none")
-    _path(p, "--out", "output: samples ({case}.pt, uint8 images)")
-    _path(p, "--meta", "output: sidecar JSON (nfe, seconds, case fields)")
+    p.add_argument("--denoise", required=True, nargs="+", metavar="tweedie|none",
+                   help="tweedie and/or none (several: one trajectory serves them all)")
+    _path(p, "--out", "output: samples ({case}.pt, uint8 images), one per --denoise", nargs="+")
+    _path(p, "--meta", "output: sidecar JSON (nfe, seconds, case fields), one per --denoise",
+          nargs="+")
     _sde_arg(p, required=False)
     _common(p)
     p.set_defaults(func=cmd_sample)

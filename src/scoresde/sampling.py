@@ -157,6 +157,31 @@ def pc_sample(
     ``steps`` defaults to the SDE's N and may be any positive integer. With ``denoise`` the result is
     the last update's mean (one Tweedie step, no noise). Returns ``(samples, nfe)``.
     """
+    x, x_mean, nfe = pc_trajectory(score_fn, sde, shape, steps, predictor, corrector, snr,
+                                   corrector_steps, eps, generator, device, dtype, progress)
+    return _check_finite(x_mean if denoise else x, "pc_sample"), nfe
+
+
+def pc_trajectory(
+    score_fn,
+    sde: SDE,
+    shape,
+    steps: int | None = None,
+    predictor: str = "reverse_diffusion",
+    corrector: str = "langevin",
+    snr: float = 0.16,
+    corrector_steps: int = 1,
+    eps: float | None = None,
+    generator: Generator = None,
+    device=None,
+    dtype=None,
+    progress: bool = False,
+):
+    """Algorithm 1's loop; returns ``(x, x_mean, nfe)``: the last sample and the last update's mean.
+
+    ``pc_sample`` returns one of the two; both come from the same trajectory (the Tweedie on / off
+    pair of a sweep costs one run).
+    """
     predict = _lookup(PREDICTORS, predictor, "predictor")
     correct = _lookup(CORRECTORS, corrector, "corrector")
     steps = sde.N if steps is None else int(steps)
@@ -176,7 +201,7 @@ def pc_sample(
             x, x_mean = correct(score_fn, sde, x, t, dt, snr, generator)
         x, x_mean = predict(score_fn, sde, x, t, dt, generator)
     nfe = steps * (int(predictor != "none") + corrector_steps * int(corrector != "none"))
-    return _check_finite(x_mean if denoise else x, "pc_sample"), nfe
+    return x, x_mean, nfe
 
 
 def tweedie_denoise(score_fn, sde: SDE, x, t):
@@ -255,6 +280,29 @@ def ode_sample(
     steps. With ``denoise`` a final Tweedie step maps x(eps) to E[x(0) | x(eps)]. Returns
     ``(samples, nfe)``.
     """
+    x, nfe = ode_trajectory(score_fn, sde, shape, method, steps, rtol, atol, eps, generator, device,
+                            dtype)
+    if denoise:
+        eps = sde.sampling_eps if eps is None else eps
+        x = tweedie_denoise(score_fn, sde, x, torch.full((shape[0],), eps, device=x.device, dtype=x.dtype))
+        nfe += 1
+    return _check_finite(x, "ode_sample"), nfe
+
+
+def ode_trajectory(
+    score_fn,
+    sde: SDE,
+    shape,
+    method: str = "rk45",
+    steps: int | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    eps: float | None = None,
+    generator: Generator = None,
+    device=None,
+    dtype=None,
+):
+    """x(eps) from the probability-flow ODE (eq. 13) started at a prior draw; returns ``(x, nfe)``."""
     if method not in ODE_METHODS:
         raise ValueError(f"unknown ODE method {method!r}; choose one of {', '.join(ODE_METHODS)}")
     eps = sde.sampling_eps if eps is None else eps
@@ -267,11 +315,6 @@ def ode_sample(
         return rsde.sde(y, t)[0]
 
     if method == "rk45":
-        x, nfe = _adaptive_ode(drift, x, sde.T, eps, rtol, atol)
-    else:
-        times = torch.linspace(sde.T, eps, steps + 1, device=x.device, dtype=x.dtype)
-        x, nfe = _fixed_step_ode(drift, x, times, method)
-    if denoise:
-        x = tweedie_denoise(score_fn, sde, x, torch.full((shape[0],), eps, device=x.device, dtype=x.dtype))
-        nfe += 1
-    return _check_finite(x, "ode_sample"), nfe
+        return _adaptive_ode(drift, x, sde.T, eps, rtol, atol)
+    times = torch.linspace(sde.T, eps, steps + 1, device=x.device, dtype=x.dtype)
+    return _fixed_step_ode(drift, x, times, method)

@@ -65,6 +65,11 @@ def nll_results(wildcards):
     return expand("metrics/{dataset}/{sde}/nll.json", dataset=DATASET, sde=SDES)
 
 
+def denoise_files(pattern):
+    """One path per denoise setting of the sweep; `pattern` has {denoise}."""
+    return expand(pattern, denoise=config["sample"]["denoise"])
+
+
 def case_files(pattern):
     """One path per case of the sweep; `pattern` has {case} and escaped {{wildcards}}."""
     return expand(pattern, case=CASES)

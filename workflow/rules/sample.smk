@@ -1,13 +1,18 @@
+# One job per (SDE, sampler, steps): the Tweedie on / off cases share one trajectory.
 rule sample:
     input:
         "checkpoints/{dataset}/{sde}/best.pt",
     output:
-        samples="samples/{dataset}/{sde}/{sampler}_{steps}_{denoise}.pt",
-        meta="samples/{dataset}/{sde}/{sampler}_{steps}_{denoise}.json",
+        samples=denoise_files(
+            "samples/{{dataset}}/{{sde}}/{{sampler}}_{{steps}}_{denoise}.pt"
+        ),
+        meta=denoise_files(
+            "samples/{{dataset}}/{{sde}}/{{sampler}}_{{steps}}_{denoise}.json"
+        ),
     log:
-        "logs/sample/{dataset}/{sde}/{sampler}_{steps}_{denoise}.log",
+        "logs/sample/{dataset}/{sde}/{sampler}_{steps}.log",
     benchmark:
-        "logs/benchmarks/sample/{dataset}/{sde}/{sampler}_{steps}_{denoise}.tsv"
+        "logs/benchmarks/sample/{dataset}/{sde}/{sampler}_{steps}.tsv"
     conda:
         "../envs/scoresde.yaml"
     threads: res("sample", "threads")
@@ -18,8 +23,9 @@ rule sample:
     params:
         cfg=stage_params("sample", per_sde=True),
         device=config["sample"]["device"],
+        denoise=config["sample"]["denoise"],
     shell:
         "python -m scoresde sample --params-json {params.cfg:q} --checkpoint {input} "
         "--sde {wildcards.sde} --sampler {wildcards.sampler} --steps {wildcards.steps} "
-        "--denoise {wildcards.denoise} --out {output.samples} --meta {output.meta} "
+        "--denoise {params.denoise} --out {output.samples} --meta {output.meta} "
         "--device {params.device} --threads {threads} > {log} 2>&1"

@@ -108,17 +108,30 @@ def describe(sampler: str, steps: int | None, denoise: bool) -> dict:
             "steps": steps, "denoise": denoise}
 
 
-def run_sampler(score_fn, sde, shape, sampler: str, steps: int | None, denoise: bool, *,
-                snr: float, corrector_steps: int = 1, eps: float | None = None,
-                rtol: float = 1e-5, atol: float = 1e-5, generator=None, device=None):
-    """Draw samples (model space) with one case's sampler; returns ``(samples, nfe)``."""
-    from scoresde.sampling import ode_sample, pc_sample
+def run_sampler(score_fn, sde, shape, sampler: str, steps: int | None,
+                denoise: Sequence[bool], *, snr: float, corrector_steps: int = 1,
+                eps: float | None = None, rtol: float = 1e-5, atol: float = 1e-5,
+                generator=None, device=None) -> dict[bool, tuple]:
+    """Draw samples (model space) with one case's sampler: ``{denoise: (samples, nfe)}`` for
+    each setting in `denoise`, all from one trajectory (Tweedie on / off share every step but
+    the last, so the pair costs one run)."""
+    import torch
+
+    from scoresde.sampling import _check_finite, ode_trajectory, pc_trajectory, tweedie_denoise
 
     predictor, corrector = check_sampler(sampler)
-    if corrector is None:
-        return ode_sample(score_fn, sde, shape, method=predictor, steps=steps, rtol=rtol,
-                          atol=atol, eps=eps, denoise=denoise, generator=generator,
-                          device=device)
-    return pc_sample(score_fn, sde, shape, steps=steps, predictor=predictor,
-                     corrector=corrector, snr=snr, corrector_steps=corrector_steps, eps=eps,
-                     denoise=denoise, generator=generator, device=device)
+    if corrector is not None:
+        x, x_mean, nfe = pc_trajectory(score_fn, sde, shape, steps, predictor, corrector, snr,
+                                       corrector_steps, eps, generator, device)
+        return {d: (_check_finite(x_mean if d else x, "pc_sample"), nfe) for d in denoise}
+    x, nfe = ode_trajectory(score_fn, sde, shape, method=predictor, steps=steps, rtol=rtol,
+                            atol=atol, eps=eps, generator=generator, device=device)
+    out = {}
+    for d in denoise:
+        if d:  # the final Tweedie step of ode_sample(denoise=True): one more evaluation
+            t = torch.full((shape[0],), sde.sampling_eps if eps is None else eps,
+                           device=x.device, dtype=x.dtype)
+            out[d] = (_check_finite(tweedie_denoise(score_fn, sde, x, t), "ode_sample"), nfe + 1)
+        else:
+            out[d] = (_check_finite(x, "ode_sample"), nfe)
+    return out

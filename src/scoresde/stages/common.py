@@ -182,25 +182,29 @@ def timer() -> Iterator[list[float]]:
         box[0] = time.perf_counter() - start
 
 
-def draw_samples(model, sde, meta: dict, sampler: str, steps: int | None, denoise: bool,
-                 n: int, batch_size: int, seed: int, device, **sampler_kwargs):
-    """Draw `n` samples in batches with per-sample seeds; returns (uint8 images, nfe, seconds).
+def draw_samples(model, sde, meta: dict, sampler: str, steps: int | None,
+                 denoise: Sequence[bool], n: int, batch_size: int, seed: int, device,
+                 **sampler_kwargs):
+    """Draw `n` samples in batches with per-sample seeds, for every setting in `denoise` from
+    one trajectory; returns ``({denoise: uint8 images}, {denoise: nfe}, seconds)``.
 
     nfe is per sample (equal for every batch of a fixed-step sampler; the mean over batches
-    for the adaptive solver).
+    for the adaptive solver); seconds is the wall time of the shared run.
     """
     from scoresde.losses import get_score_fn
     from scoresde.stages.cases import run_sampler
 
     score_fn = get_score_fn(sde, model)
     shape = tuple(meta["image_shape"])
-    images, nfes = [], []
+    images = {d: [] for d in denoise}
+    nfes = {d: [] for d in denoise}
     with timer() as t, torch.no_grad():
         for start, count in batches(n, batch_size):
             gens = per_sample_generators(seed, start, count, device)
-            x, nfe = run_sampler(score_fn, sde, (count, *shape), sampler, steps, denoise,
-                                 generator=gens, device=device, **sampler_kwargs)
-            images.append(images_from_model(x, meta))
-            nfes.append(nfe)
-    nfe = nfes[0] if len(set(nfes)) == 1 else sum(nfes) / len(nfes)
-    return torch.cat(images), nfe, t[0]
+            drawn = run_sampler(score_fn, sde, (count, *shape), sampler, steps, denoise,
+                                generator=gens, device=device, **sampler_kwargs)
+            for d, (x, nfe) in drawn.items():
+                images[d].append(images_from_model(x, meta))
+                nfes[d].append(nfe)
+    nfe = {d: v[0] if len(set(v)) == 1 else sum(v) / len(v) for d, v in nfes.items()}
+    return {d: torch.cat(v) for d, v in images.items()}, nfe, t[0]

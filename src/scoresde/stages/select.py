@@ -33,10 +33,11 @@ def score_snapshot(path: str, params: dict, reference, extractor: str, device,
     model, sde, meta = load_score_model(path, device, expect_sde)
     sampler = sel["sampler"]
     steps = parse_steps(sampler, "adaptive" if sampler in ADAPTIVE else sel["steps"])
+    denoise = parse_denoise(sel["denoise"])
     images, nfe, seconds = draw_samples(
-        model, sde, meta, sampler, steps, parse_denoise(sel["denoise"]), sel["n_samples"],
-        sel["batch_size"], sel["seed"], device, snr=sel["snr"], rtol=sel["rtol"],
-        atol=sel["atol"])
+        model, sde, meta, sampler, steps, [denoise], sel["n_samples"], sel["batch_size"],
+        sel["seed"], device, snr=sel["snr"], rtol=sel["rtol"], atol=sel["atol"])
+    images, nfe = images[denoise], nfe[denoise]
     metrics = compute_fid_kid(images, reference, extractor_weights_path=extractor,
                               cuda=device.type == "cuda", seed=sel["seed"])
     row = {"step": int(meta["step"]), "fid": metrics["fid"], "kid": metrics["kid"],
