@@ -686,7 +686,12 @@ def html_table(df: pd.DataFrame) -> str:
         return f" class='{' '.join(names)}'" if names else ""
 
     def text(v) -> str:
-        return html.escape(_cell(v)).replace("\n", "<br>")
+        lines = html.escape(_cell(v)).split("\n")
+        if len(lines) <= 4:
+            return "<br>".join(lines)
+        # a long list of evidence: its first line as the summary, the list one click away
+        return (f"<details><summary>{lines[0]} (show {len(lines) - 1})</summary>"
+                f"{'<br>'.join(lines[1:])}</details>")
 
     head = "".join(f"<th{cls(c)}>{html.escape(str(c))}</th>" for c in df.columns)
     body = "".join(
@@ -829,7 +834,8 @@ def _sections(fid, nll, orderings, prov):
         "One row per case (SDE x sampler x steps x final Tweedie denoising). FID and KID: lower "
         f"is better, in the features of {extractors}; KID is the mean ± standard deviation over "
         "subsets. NFE: score-network evaluations per sample. Sampling time: wall time to draw "
-        "all samples of the case.")  # fmt: skip
+        "all samples of the case; the Tweedie on / off pair of a sampler and step count comes "
+        "from one trajectory, so both rows show that run's time.")  # fmt: skip
     if fid["feature_extractor"].nunique() == 1:  # named above instead of in every row
         sweep_df = sweep_df.drop(columns="feature extractor")
     if len(sweep_df) and sweep_df[paper_col].astype(bool).any():
