@@ -101,7 +101,9 @@ def main() -> None:
     head += [f"- load average (1 min) at start {load0:.2f}, at end {load1:.2f}; "
              f"total {time.perf_counter() - t0:.0f} s",
              "- ratio = ours / reference wall time, measured side by side in one run "
-             "(alternating, best-of-N): below 1 we are faster", ""]
+             "(alternating, best-of-N): below 1 we are faster",
+             "- the default pipeline stage by stage, with its hot spots: benchmarks/pipeline.md "
+             "(benchmarks/profile_pipeline.py on a finished run)", ""]
     checks = [c for r in reports for c in r.checks]
     body = [checks_table(checks, "Summary: measured ratios against targets").markdown()]
     for r in reports:
