@@ -107,6 +107,8 @@ def methods(kd_ok: bool, tde_ok: bool):
         "ours euler": ("euler", lambda sf, sde, x0, n: ours("euler", sf, sde, x0, n)),
         "ours heun": ("heun", lambda sf, sde, x0, n: ours("heun", sf, sde, x0, n)),
         "ours rk45": ("rk45", lambda sf, sde, x0, n: ours("rk45", sf, sde, x0, n)),
+        "ours euler-sigma": ("euler-sigma", lambda sf, sde, x0, n: ours("euler-sigma", sf, sde, x0, n)),
+        "ours heun-sigma": ("heun-sigma", lambda sf, sde, x0, n: ours("heun-sigma", sf, sde, x0, n)),
     }
     if kd_ok:
         m["k-diffusion euler (same grid)"] = (
@@ -197,7 +199,9 @@ def equal_accuracy(report, meths, curves, per_nfe, targets, batch, noise, pair):
                   notes=["cells: NFE needed (estimated ms per sample on the U-Net); "
                          "'-' = not reached in the sweep",
                          "ours heun / euler step uniformly in t (geometric in sigma for VE, the paper's "
-                         "grid); k-diffusion's Karras rho=7 schedule spends more steps at small sigma"])
+                         "grid); ours heun-sigma / euler-sigma take the same grid but step in sigma, "
+                         "like k-diffusion; k-diffusion's Karras rho=7 schedule spends more steps at "
+                         "small sigma"])
     for target in targets:
         row = [target]
         for name in meths:

@@ -98,3 +98,21 @@ def test_ode_references_start_from_our_prior_draw():
         pytest.skip("k-diffusion not installed")
     x_kd, nfe_kd = kd("euler", score_fn, sde, x0, 4, "t")
     assert nfe_kd == 4 and x_kd.shape == x0.shape and torch.isfinite(x_kd).all()
+
+
+@pytest.mark.parametrize("embedding", ["fourier", "positional"])
+@pytest.mark.parametrize("attn", [(), (4,)], ids=["mid-attn", "attn4"])
+def test_plain_unet_from_ours_is_the_same_function(embedding, attn):
+    import plain_unet
+
+    from scoresde.models import UNet
+
+    torch.manual_seed(0)
+    net = UNet(8, 1, channels=8, channel_mult=(1, 2), num_res_blocks=1, attn_resolutions=attn,
+               embedding=embedding)
+    with torch.no_grad():  # zero-initialised layers (output, residual ends) would hide a wrong mapping
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    assert plain_unet.config_of(net)["attn_resolutions"] == attn
+    assert plain_unet.output_error(net) < 1e-5

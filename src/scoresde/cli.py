@@ -199,7 +199,8 @@ def _add_stage_parsers(sub) -> None:
     p = sub.add_parser("sample", help="draw one sampler case from a checkpoint")
     _path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
     p.add_argument("--sampler", required=True,
-                   help="pc, p, c, em, ancestral, ode-rk45, ode-heun or ode-euler")
+                   help="pc, p, c, em, ancestral, ode-rk45, ode-heun, ode-euler, ode-heun-sigma "
+                        "or ode-euler-sigma")
     p.add_argument("--steps", required=True, help="number of steps, or 'adaptive' (ode-rk45)")
     p.add_argument("--denoise", required=True, nargs="+", metavar="tweedie|none",
                    help="tweedie and/or none (several: one trajectory serves them all)")

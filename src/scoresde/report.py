@@ -60,7 +60,7 @@ NLL_COLUMNS = [
 ]  # fmt: skip
 FID_REQUIRED = FID_COLUMNS[:9]
 NLL_REQUIRED = NLL_COLUMNS[:3]
-ODE_METHODS = ("rk45", "heun", "euler")
+ODE_METHODS = ("rk45", "heun", "euler", "heun-sigma", "euler-sigma")
 SDE_ORDER = ("ve", "vp", "subvp")  # the paper's order, used for rows and panels
 PAPER_TAG = "paper, CIFAR-10, different scale"
 

@@ -102,7 +102,7 @@ def no_corrector(score_fn, sde, x, t, dt, snr, generator=None):
 
 CORRECTORS = {"langevin": langevin, "ald": ald, "none": no_corrector}
 
-ODE_METHODS = ("rk45", "heun", "euler")
+ODE_METHODS = ("rk45", "heun", "euler", "heun-sigma", "euler-sigma")
 
 
 def _lookup(table: dict, name: str, kind: str):
@@ -210,21 +210,48 @@ def tweedie_denoise(score_fn, sde: SDE, x, t):
     return (x + std**2 * score_fn(x, t)) / append_dims(sde.mean_coeff(t), x.ndim)
 
 
-def _fixed_step_ode(drift, x, times, method):
-    """Euler or Heun (trapezoidal) steps on dx/dt = drift(x, t) along ``times``; returns (x, nfe)."""
+def _fixed_step_ode(drift, x, times, method, clock=None):
+    """Euler or Heun (trapezoidal) steps on dx/ds = drift(x, t) along ``times``; returns (x, nfe).
+
+    The independent variable is s = clock(t) (t itself when ``clock`` is None): the grid is given
+    in t, the step size is clock(t_{i+1}) - clock(t_i).
+    """
     nfe = 0
     B = x.shape[0]
     for t0, t1 in zip(times[:-1], times[1:], strict=True):
-        h = t1 - t0
+        h = t1 - t0 if clock is None else clock(t1) - clock(t0)
         d0 = drift(x, t0.expand(B))
         x_next = x + h * d0
         nfe += 1
-        if method == "heun":
+        if method.startswith("heun"):
             d1 = drift(x_next, t1.expand(B))
             x_next = x + h * 0.5 * (d0 + d1)
             nfe += 1
         x = x_next
     return x, nfe
+
+
+def _sigma_step_ode(score_fn, sde: SDE, x, times, method):
+    """Euler / Heun on the probability-flow ODE in noise-level coordinates (Karras et al. 2022).
+
+    Every SDE here perturbs data as x(t) = a(t) x(0) + s(t) z, so x_hat = x / a(t) is the data plus
+    noise of level sigma = s(t) / a(t), and eq. 13 becomes dx_hat / dsigma = (x_hat - D) / sigma
+    = -s(t) score(x, t), with D the Tweedie estimate of x(0). Along this variable the solution is
+    nearly straight, so a step is far more accurate than one of the same size in t. Same t grid,
+    same NFE as ``heun`` / ``euler``; for VE (a = 1) the x coordinates are unchanged.
+    """
+    def a(t):
+        return append_dims(sde.mean_coeff(t), x.ndim)
+
+    def drift(x_hat, t):
+        return -append_dims(sde.std(t), x.ndim) * score_fn(a(t) * x_hat, t)
+
+    def sigma(t):
+        return sde.std(t) / sde.mean_coeff(t)
+
+    first, last = (times[i].expand(x.shape[0]) for i in (0, -1))
+    x_hat, nfe = _fixed_step_ode(drift, x / a(first), times, method, clock=sigma)
+    return a(last) * x_hat, nfe
 
 
 def _adaptive_ode(drift, x, t0, t1, rtol, atol):
@@ -277,8 +304,9 @@ def ode_sample(
     """Sample by integrating the probability-flow ODE (eq. 13) from T to eps.
 
     ``method``: ``rk45`` (adaptive, rtol / atol), or ``heun`` / ``euler`` with ``steps`` uniform
-    steps. With ``denoise`` a final Tweedie step maps x(eps) to E[x(0) | x(eps)]. Returns
-    ``(samples, nfe)``.
+    steps in t, or ``heun-sigma`` / ``euler-sigma``: the same t grid, stepped in the noise level
+    sigma = s(t) / a(t) (EDM's parametrisation, more accurate per step for VE). With ``denoise``
+    a final Tweedie step maps x(eps) to E[x(0) | x(eps)]. Returns ``(samples, nfe)``.
     """
     x, nfe = ode_trajectory(score_fn, sde, shape, method, steps, rtol, atol, eps, generator, device,
                             dtype)
@@ -317,4 +345,6 @@ def ode_trajectory(
     if method == "rk45":
         return _adaptive_ode(drift, x, sde.T, eps, rtol, atol)
     times = torch.linspace(sde.T, eps, steps + 1, device=x.device, dtype=x.dtype)
+    if method.endswith("-sigma"):
+        return _sigma_step_ode(score_fn, sde, x, times, method)
     return _fixed_step_ode(drift, x, times, method)

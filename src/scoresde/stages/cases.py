@@ -13,6 +13,8 @@ ancestral  ancestral-sampling predictor only (eq. 47)                  integer
 ode-rk45   probability-flow ODE (eq. 13), adaptive RK45                adaptive
 ode-heun   probability-flow ODE, fixed-step Heun                       integer
 ode-euler  probability-flow ODE, fixed-step Euler                      integer
+ode-heun-sigma   the same t grid, Heun steps in the noise level (EDM)  integer
+ode-euler-sigma  the same t grid, Euler steps in the noise level       integer
 ========== =========================================================== =========
 
 ``denoise`` is ``tweedie`` (a final Tweedie step, the last update's mean) or ``none``.
@@ -32,6 +34,8 @@ SAMPLERS: dict[str, tuple[str, str | None]] = {
     "ode-rk45": ("rk45", None),
     "ode-heun": ("heun", None),
     "ode-euler": ("euler", None),
+    "ode-heun-sigma": ("heun-sigma", None),
+    "ode-euler-sigma": ("euler-sigma", None),
 }
 ADAPTIVE = ("ode-rk45",)
 DENOISE = ("tweedie", "none")
