@@ -36,9 +36,9 @@ BENCHES = {
 }
 PACKAGES = ("torch", "torchdiffeq", "numpy", "scipy", "diffusers", "torchsde", "k-diffusion")
 OVERHEAD_TARGETS = (("issue 8", 1.05), ("issue 2", 1.15))
-WHY_OVERHEAD = ("the ratio divides two separately timed quantities, each +-10% on this shared machine (its "
-                "rows scatter from 0.9 to 1.1); the samplers' own cost measured directly (## overhead) is "
-                "the noise-free figure")
+WHY_OVERHEAD = ("the ratio divides two timed quantities (median of back-to-back rounds), each +-10% on "
+                "this shared machine; the samplers' own cost measured directly (## overhead) is the "
+                "noise-free figure")
 
 
 def machine() -> list[str]:
@@ -59,7 +59,7 @@ def sampler_overhead(quick: bool, threads: int) -> Report:
     """The lead's ``sampler_overhead.py``, run as it is; its table is kept verbatim."""
     args = ["--batch", "4", "--steps", "3", "--repeats", "1"]
     if not quick:
-        args = ["--batch", "256", "--steps", "10", "--repeats", "5"]
+        args = ["--batch", "256", "--steps", "20", "--repeats", "6"]
     cmd = [sys.executable, str(HERE / "sampler_overhead.py"), "--threads", str(threads), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     report = Report("sampler_overhead")

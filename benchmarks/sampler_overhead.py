@@ -54,25 +54,43 @@ def main():
             for label, kind, kw in CASES:
                 sampler = pc_sample if kind == "pc" else ode_sample
                 run = partial(sampler, score_fn, sde, shape, steps=args.steps, generator=None, **kw)
-                wall, fwd, nfe = measure(run, net, sde, shape, args.repeats)
-                ratio = wall / (nfe * fwd)
+                wall, fwd, nfe, ratio = measure(run, net, sde, shape, args.repeats)
                 print(f"{sde.name:5} {label:34} {nfe:5d} {wall:8.3f} {fwd * 1e3:10.2f} {ratio:6.3f}")
 
 
 def measure(run, net, sde, shape, repeats):
-    """Best-of-``repeats`` sampler wall time and per-forward time, the two timed in alternation."""
+    """Sampler wall time, per-forward time and their ratio, the two timed back to back each round.
+
+    The order alternates between rounds and the ratio is the median of the rounds' own ratios, so
+    a load change on the machine cancels within a round instead of landing on one of the two.
+    """
+    import statistics
+
     x, t = torch.randn(shape), torch.full((shape[0],), 0.5)
     _, nfe = run()  # warm-up, and the NFE to match
-    walls, fwds = [], []
-    for _ in range(repeats):
+
+    def sampler():
         t0 = time.perf_counter()
         run()
-        walls.append(time.perf_counter() - t0)
+        return time.perf_counter() - t0
+
+    def forwards():
         t0 = time.perf_counter()
         for _ in range(nfe):
             net(x, sde.noise_condition(t))
-        fwds.append((time.perf_counter() - t0) / nfe)
-    return min(walls), min(fwds), nfe
+        return (time.perf_counter() - t0) / nfe
+
+    walls, fwds = [], []
+    for i in range(repeats):
+        if i % 2:
+            fwds.append(forwards())
+            walls.append(sampler())
+        else:
+            walls.append(sampler())
+            fwds.append(forwards())
+    ratio = statistics.median(w / (nfe * f) for w, f in zip(walls, fwds, strict=True))
+    return min(walls), min(fwds), nfe, ratio
+
 
 if __name__ == "__main__":
     main()
