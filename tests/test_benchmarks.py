@@ -116,3 +116,27 @@ def test_plain_unet_from_ours_is_the_same_function(embedding, attn):
                 p.normal_(0.0, 0.05)
     assert plain_unet.config_of(net)["attn_resolutions"] == attn
     assert plain_unet.output_error(net) < 1e-5
+
+
+def test_profile_pipeline_tables_a_run_stage_by_stage(tmp_path, capsys):
+    import json
+
+    import profile_pipeline
+
+    head = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for run, sample_jobs in (("old", 4), ("new", 2)):
+        for rule, jobs, wall in (("train", 1, 30.0), ("sample", sample_jobs, 5.0)):
+            for j in range(jobs):
+                tsv = tmp_path / run / "logs/benchmarks" / rule / f"job{j}.tsv"
+                tsv.parent.mkdir(parents=True, exist_ok=True)
+                tsv.write_text(head + f"{wall}\t0:00:05\t1\t1\t1\t1\t0\t0\t90\t{wall - 1}\n")
+        meta = tmp_path / run / "samples/digits/ve/pc_10_none.json"
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(json.dumps({"sde": "ve", "sampler": "pc", "steps": 10, "seconds": 3.0}))
+    assert profile_pipeline.main([str(tmp_path / "new"), "--before", str(tmp_path / "old")]) == 0
+    out = capsys.readouterr().out
+    assert "| train | 1 | 30 | 29 | 75% | 1 | 30 | 29 | 1.00 |" in out
+    assert "| sample | 2 | 10 | 8 | 25% | 4 | 20 | 16 | 0.50 |" in out
+    assert "| total | 3 | 40 | 37 | 100% | 5 | 50 | 45 | 0.82 |" in out
+    assert "10 s of job time, 3 s drawing samples, 7 s (3.5 s per job)" in out
+    assert profile_pipeline.main([str(tmp_path / "nowhere")]) == 2
