@@ -311,10 +311,14 @@ def ode_sample(
     x, nfe = ode_trajectory(score_fn, sde, shape, method, steps, rtol, atol, eps, generator, device,
                             dtype)
     if denoise:
-        eps = sde.sampling_eps if eps is None else eps
-        x = tweedie_denoise(score_fn, sde, x, torch.full((shape[0],), eps, device=x.device, dtype=x.dtype))
-        nfe += 1
+        x, nfe = final_tweedie(score_fn, sde, x, eps), nfe + 1
     return _check_finite(x, "ode_sample"), nfe
+
+
+def final_tweedie(score_fn, sde: SDE, x, eps: float | None = None):
+    """The final denoising of ``ode_sample``: E[x(0) | x(eps)] by Tweedie's formula (one NFE)."""
+    eps = sde.sampling_eps if eps is None else eps
+    return tweedie_denoise(score_fn, sde, x, torch.full((x.shape[0],), eps, device=x.device, dtype=x.dtype))
 
 
 def ode_trajectory(

@@ -119,9 +119,7 @@ def run_sampler(score_fn, sde, shape, sampler: str, steps: int | None,
     """Draw samples (model space) with one case's sampler: ``{denoise: (samples, nfe)}`` for
     each setting in `denoise`, all from one trajectory (Tweedie on / off share every step but
     the last, so the pair costs one run)."""
-    import torch
-
-    from scoresde.sampling import _check_finite, ode_trajectory, pc_trajectory, tweedie_denoise
+    from scoresde.sampling import _check_finite, final_tweedie, ode_trajectory, pc_trajectory
 
     predictor, corrector = check_sampler(sampler)
     if corrector is not None:
@@ -130,12 +128,5 @@ def run_sampler(score_fn, sde, shape, sampler: str, steps: int | None,
         return {d: (_check_finite(x_mean if d else x, "pc_sample"), nfe) for d in denoise}
     x, nfe = ode_trajectory(score_fn, sde, shape, method=predictor, steps=steps, rtol=rtol,
                             atol=atol, eps=eps, generator=generator, device=device)
-    out = {}
-    for d in denoise:
-        if d:  # the final Tweedie step of ode_sample(denoise=True): one more evaluation
-            t = torch.full((shape[0],), sde.sampling_eps if eps is None else eps,
-                           device=x.device, dtype=x.dtype)
-            out[d] = (_check_finite(tweedie_denoise(score_fn, sde, x, t), "ode_sample"), nfe + 1)
-        else:
-            out[d] = (_check_finite(x, "ode_sample"), nfe)
-    return out
+    return {d: (_check_finite(final_tweedie(score_fn, sde, x, eps) if d else x, "ode_sample"),
+                nfe + int(d)) for d in denoise}

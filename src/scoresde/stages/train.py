@@ -206,6 +206,7 @@ def run(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
     out = Path(out_dir)
     resume_dir = out / RESUME_DIR
     snaps = snapshot_steps(train["n_iters"], train["snapshot_every"])
+    snap_set = set(snaps)  # looked up every step
     remove_temporaries(out, resume_dir)
     history = {"rows": [], "window": [], "elapsed": 0.0}
     found = find_resume(resume_dir, config, snaps) if resume_dir.is_dir() else None
@@ -236,20 +237,20 @@ def run(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
                                     f"snapshot: {last}. Lower train.lr or raise "
                                     "train.grad_clip")
             window.append(value)
-            if step % train["log_every"] == 0 or step in snaps:
+            if step % train["log_every"] == 0 or step in snap_set:
                 rows.append({"step": step, "loss": sum(window) / len(window),
                              "lr": learning_rate(step, train["lr"], train["warmup"]),
                              "seconds": round(time.perf_counter() - start, 3)})
                 bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", refresh=False)
                 window = []
-            if step in snaps or stop:
+            if step in snap_set or stop:
                 history = {"rows": rows, "window": window,
                            "elapsed": time.perf_counter() - start}
                 state = snapshot_state(step, model, ema, optimizer, gens, history)
-                name = f"step_{step}.pt" if step in snaps else PREEMPT
+                name = f"step_{step}.pt" if step in snap_set else PREEMPT
                 save_checkpoint(resume_dir / name, state, {**config, "step": step})
                 write_csv(log_csv, LOG_COLUMNS, rows)
-            if step in snaps:
+            if step in snap_set:
                 written.append(out / name)
                 link_or_copy(resume_dir / name, written[-1])
                 (resume_dir / PREEMPT).unlink(missing_ok=True)
