@@ -6,8 +6,9 @@ Images come back as uint8 integer levels (N, C, H, W) in 0..levels-1, 2-D toys a
 - "digits": scikit-learn's bundled 8x8 digits, levels 0..16 (levels=17). Fixed split: a
   `numpy.random.RandomState(0)` permutation of the 1797 images; the last 297 are the test set,
   the first 1500 the training set (independent of `seed`).
-- "gmm", "moons", "swissroll", "checkerboard": sampled with a `torch.Generator` seeded with
-  2 * seed (train) or 2 * seed + 1 (test); n defaults to 10000 (train) / 2000 (test).
+- "gmm", "moons", "swissroll", "checkerboard": sampled with a `torch.Generator` from the
+  stream `utils.seed_stream(seed, "data", 0)` (train) or `(seed, "data", 1)` (test); n
+  defaults to 10000 (train) / 2000 (test).
 - "mnist", "fashion_mnist", "cifar10": torchvision with download=False from `root`;
   "fashion_mnist" with root=None reads Debian's package dataset-fashion-mnist.
 - "image_folder": torchvision ImageFolder, labels = class sub-folder.
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from .utils import seeded_generator
 
 TOYS = ("gmm", "moons", "swissroll", "checkerboard")
 IMAGES = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
@@ -85,7 +88,7 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         raise ValueError(f"split={split!r} is unknown; use one of {SPLITS}")
     if name in TOYS:
         size = n if n is not None else (10000 if split == "train" else 2000)
-        gen = torch.Generator().manual_seed(2 * seed + (split == "test"))
+        gen = seeded_generator(seed, "data", SPLITS.index(split))
         x, labels = TOY_SAMPLERS[name](size, gen)
         return Dataset(x.float(), labels, None, name)
     loaders = {"digits": _digits, "mnist": _mnist, "fashion_mnist": _mnist,
@@ -292,8 +295,3 @@ def from_model_space(x: torch.Tensor, centered: bool) -> torch.Tensor:
 def unit_to_uint8(x01: torch.Tensor) -> torch.Tensor:
     """[0, 1] -> uint8 0..255 (rounded), e.g. for FID."""
     return (x01.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def unit_to_levels(x01: torch.Tensor, levels: int) -> torch.Tensor:
-    """[0, 1] -> nearest integer level 0..levels-1 (long)."""
-    return (x01.clamp(0, 1) * (levels - 1)).round().long()

@@ -51,14 +51,49 @@ def rademacher(shape, generator: Generator = None, device=None, dtype=None) -> t
     return torch.where(u < 0.5, -torch.ones_like(u), torch.ones_like(u))
 
 
-def per_sample_generators(seed: int, start: int, count: int, device="cpu") -> list[torch.Generator]:
-    """One generator per sample index ``start .. start+count-1``, seeded from ``seed`` and the index."""
-    gens = []
-    for i in range(start, start + count):
-        g = torch.Generator(device=device)
-        g.manual_seed((seed * 1_000_003 + i) % (2**63 - 1))
-        gens.append(g)
-    return gens
+# The random streams of a run, in a fixed order: a purpose's position is the first word of its
+# SeedSequence spawn key, so purposes may be added at the end without changing existing streams.
+SEED_PURPOSES = (
+    "data",           # index 0 / 1: the train / test draws of a 2-D toy; 2: the FID reference subset
+    "train-init",     # the global torch seed of training: the network's initial weights
+    "train-batches",  # training batch indices and their dequantisation noise
+    "train-noise",    # DSM times t and noise z
+    "sample",         # index i: sample i's prior draw and sampler noise (select and sample)
+    "likelihood",     # index i: test image i's dequantisation noise and Hutchinson probes
+)
+
+
+def seed_stream(seed: int, purpose: str, *index: int) -> int:
+    """A 64-bit seed for one independent random stream of ``purpose`` (``SEED_PURPOSES``).
+
+    The stream is the SeedSequence child ``numpy.random.SeedSequence(seed).spawn(...)[p]
+    .spawn(...)[i]...`` with p the purpose's position and ``index`` the further spawn keys (e.g.
+    a sample index), i.e. ``SeedSequence(seed, spawn_key=(p, *index))``: its hash mixes the seed
+    with the whole key, so equal seeds of different purposes (or indices) give unrelated
+    streams, and a stream depends only on (seed, purpose, index) (stable across versions and
+    batch sizes). Returns the first 64 bits of its state, a valid ``torch.Generator`` seed.
+    """
+    import numpy as np
+
+    if purpose not in SEED_PURPOSES:
+        raise ValueError(f"unknown seed purpose {purpose!r}; choose one of {', '.join(SEED_PURPOSES)}")
+    if int(seed) < 0 or any(int(i) < 0 for i in index):
+        raise ValueError(f"seeds and stream indices must be >= 0, got seed {seed}, index {index}")
+    key = (SEED_PURPOSES.index(purpose), *(int(i) for i in index))
+    state = np.random.SeedSequence(int(seed), spawn_key=key).generate_state(1, np.uint64)
+    return int(state[0])
+
+
+def seeded_generator(seed: int, purpose: str, *index: int, device="cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed_stream(seed, purpose, *index)``."""
+    return torch.Generator(device=device).manual_seed(seed_stream(seed, purpose, *index))
+
+
+def per_sample_generators(seed: int, start: int, count: int, device="cpu",
+                          purpose: str = "sample") -> list[torch.Generator]:
+    """One generator per sample index ``start .. start+count-1``: index i gets the stream
+    ``seed_stream(seed, purpose, i)``, so sample i is the same whatever batch it is drawn in."""
+    return [seeded_generator(seed, purpose, i, device=device) for i in range(start, start + count)]
 
 
 def generator_device(generator: Generator) -> torch.device | None:

@@ -149,13 +149,6 @@ def load_score_model(path: str | os.PathLike, device: torch.device,
     return model, make_sde(name, **sde_cfg), config
 
 
-def per_sample_generators(seed: int, start: int, count: int, device) -> list[torch.Generator]:
-    """One generator per sample index (sample i is the same whatever batch it is drawn in)."""
-    from scoresde.utils import per_sample_generators as make
-
-    return make(seed, start, count, device=device)
-
-
 def batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n, batch_size):
         yield start, min(batch_size, n - start)
@@ -185,14 +178,16 @@ def timer() -> Iterator[list[float]]:
 def draw_samples(model, sde, meta: dict, sampler: str, steps: int | None,
                  denoise: Sequence[bool], n: int, batch_size: int, seed: int, device,
                  **sampler_kwargs):
-    """Draw `n` samples in batches with per-sample seeds, for every setting in `denoise` from
-    one trajectory; returns ``({denoise: uint8 images}, {denoise: nfe}, seconds)``.
+    """Draw `n` samples in batches, sample i from the stream ``seed_stream(seed, "sample", i)``,
+    for every setting in `denoise` from one trajectory; returns
+    ``({denoise: uint8 images}, {denoise: nfe}, seconds)``.
 
     nfe is per sample (equal for every batch of a fixed-step sampler; the mean over batches
     for the adaptive solver); seconds is the wall time of the shared run.
     """
     from scoresde.losses import get_score_fn
     from scoresde.stages.cases import run_sampler
+    from scoresde.utils import per_sample_generators
 
     score_fn = get_score_fn(sde, model)
     shape = tuple(meta["image_shape"])

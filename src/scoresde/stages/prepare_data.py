@@ -12,6 +12,7 @@ import torch
 
 from scoresde.data import DataError, is_image, load_dataset
 from scoresde.stages.common import levels_to_uint8, log, provenance, save_tensors, write_json
+from scoresde.utils import seeded_generator
 
 
 def run(params: dict, train_out: str, test_out: str, reference_out: str,
@@ -44,8 +45,9 @@ def run(params: dict, train_out: str, test_out: str, reference_out: str,
 
 
 def reference_images(x: torch.Tensor, levels: int, n: int | None, seed: int) -> torch.Tensor:
-    """`n` training images (a seeded random subset; all when n is None) as uint8 0..255."""
+    """`n` training images (a random subset from the stream ``seed_stream(seed, "data", 2)``;
+    all when n is None) as uint8 0..255."""
     if n is not None and n < len(x):
-        idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+        idx = torch.randperm(len(x), generator=seeded_generator(seed, "data", 2))[:n]
         x = x[idx.sort().values]
     return levels_to_uint8(x, levels)

@@ -194,15 +194,15 @@ def run(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
     current step and raises `Preempted`. The resume folder is removed once training is done.
     """
     from scoresde.losses import dsm_loss
-    from scoresde.utils import pick_device
+    from scoresde.utils import pick_device, seed_stream, seeded_generator
 
     train = params["train"]
-    setup_torch(threads, seed=train["seed"])
+    setup_torch(threads, seed=seed_stream(train["seed"], "train-init"))
     device = pick_device(device_name)
     split = load_split(data_path)
     model, ema, optimizer, sde, config = build(params, sde_name, split, device)
-    gens = {"data": torch.Generator().manual_seed(train["seed"]),
-            "noise": torch.Generator(device=device).manual_seed(train["seed"] + 1)}
+    gens = {"data": seeded_generator(train["seed"], "train-batches"),
+            "noise": seeded_generator(train["seed"], "train-noise", device=device)}
     out = Path(out_dir)
     resume_dir = out / RESUME_DIR
     snaps = snapshot_steps(train["n_iters"], train["snapshot_every"])
