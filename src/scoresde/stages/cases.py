@@ -41,10 +41,6 @@ ADAPTIVE = ("ode-rk45",)
 DENOISE = ("tweedie", "none")
 
 
-def is_ode(sampler: str) -> bool:
-    return check_sampler(sampler)[1] is None
-
-
 def check_sampler(sampler: str) -> tuple[str, str | None]:
     """(predictor or ODE method, corrector) of a sampler name; ValueError naming the choices."""
     if sampler not in SAMPLERS:
