@@ -1,3 +1,14 @@
+def train_gpus():
+    """GPUs a train job asks for: train.resources.gpu, and one per process when the
+    processes run on CUDA (train.processes > 1 with device cuda, or any GPU asked for).
+    """
+    train = config["train"]
+    gpus = train["resources"]["gpu"]
+    if gpus > 0 or (train["device"] == "cuda" and train["processes"] > 1):
+        return max(gpus, train["processes"])
+    return 0
+
+
 rule train:
     input:
         "data/processed/{dataset}/train.pt",
@@ -21,7 +32,7 @@ rule train:
     resources:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
-        gpu=res("train", "gpu"),
+        gpu=train_gpus(),
     params:
         cfg=stage_params("train", per_sde=True),
         out_dir=lambda wildcards, output: os.path.dirname(output.log_csv),

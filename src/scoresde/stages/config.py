@@ -101,6 +101,10 @@ def _semantic_checks(cfg: dict) -> None:
         raise ConfigError(f"train.batch_size {train['batch_size']} must be a multiple of "
                           f"train.processes {train['processes']} (each process takes an "
                           "equal share of the global batch)")
+    if train["resources"]["gpu"] > train["processes"]:
+        raise ConfigError(f"train.resources.gpu asks for {train['resources']['gpu']} GPUs but "
+                          f"train.processes is {train['processes']}: training runs one process "
+                          f"per GPU; set train.processes: {train['resources']['gpu']}")
 
 
 def validate(params: dict | None, source: str = "params") -> dict:
