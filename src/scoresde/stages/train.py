@@ -334,7 +334,7 @@ def fit(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
     with termination_signal() as signalled:
         for step in bar:
             value = train_step(net, ema, optimizer, sde, split["x"], config, train, step,
-                               gens, dsm_loss, device, ranks=ranks, scaler=scaler)
+                               gens, dsm_loss, device, ranks, scaler)
             if not math.isfinite(value):
                 last = written[-1] if written else "none yet"
                 raise TrainingError(f"training loss became {value} at step {step}; last good "
