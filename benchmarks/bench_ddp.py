@@ -63,7 +63,7 @@ def images_per_second(data: Path, work: Path, name: str, processes: int, threads
 
 
 def run(quick: bool = False) -> Report:
-    n, batch, warm, rounds = (6, 16, 2, 1) if quick else (120, 128, 20, 3)
+    n, batch, warm, rounds = (6, 16, 2, 1) if quick else (50, 128, 10, 2)
     variants = {"1 process x 1 thread (CPU)": (1, 1, "cpu"),
                 "1 process x 2 threads (CPU)": (1, 2, "cpu"),
                 "2 processes x 1 thread (CPU, gloo DDP)": (2, 2, "cpu")}
