@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import bench_ddp
 import bench_likelihood
 import bench_ode
 import bench_overhead
@@ -33,6 +34,7 @@ BENCHES = {
     "ode": bench_ode,
     "likelihood": bench_likelihood,
     "training": bench_training,
+    "ddp": bench_ddp,
 }
 PACKAGES = ("torch", "torchdiffeq", "numpy", "scipy", "diffusers", "torchsde", "k-diffusion")
 OVERHEAD_TARGETS = (("issue 8", 1.05), ("issue 2", 1.15))

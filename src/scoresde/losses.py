@@ -32,18 +32,23 @@ def dsm_loss(
     eps: float = 1e-5,
     likelihood_weighting: bool = False,
     reduce: str = "mean",
+    t: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """E_t lambda(t) E ||s(x(t), t) - grad log p_0t(x(t) | x(0))||^2 with t ~ U(eps, T) (eq. 7).
 
     ``lambda(t) = s(t)^2`` by default (then the target is ``-z`` after multiplying by s(t)), or the
     likelihood weighting ``lambda(t) = g(t)^2`` of Song et al. (2021b). ``reduce`` is ``mean`` or
-    ``sum`` over the data dimensions; the batch is always averaged.
+    ``sum`` over the data dimensions; the batch is always averaged. Given ``t`` and ``z`` (a
+    rank's slice of a global draw in distributed training), they are used instead of drawing.
     """
     if reduce not in ("mean", "sum"):
         raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
     B = x.shape[0]
-    t = rand((B,), generator, device=x.device, dtype=x.dtype) * (sde.T - eps) + eps
-    z = randn(x.shape, generator, device=x.device, dtype=x.dtype)
+    if t is None:
+        t = rand((B,), generator, device=x.device, dtype=x.dtype) * (sde.T - eps) + eps
+    if z is None:
+        z = randn(x.shape, generator, device=x.device, dtype=x.dtype)
     mean, std = sde.marginal_prob(x, t)
     std_ = append_dims(std, x.ndim)
     score = get_score_fn(sde, model)(mean + std_ * z, t)

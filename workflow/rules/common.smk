@@ -46,6 +46,17 @@ def res(group, key):
     return config[group]["resources"][key]
 
 
+def train_gpus():
+    """GPUs a train job asks for: train.resources.gpu, and one per process when the
+    processes run on CUDA (train.processes > 1 with device cuda, or any GPU asked for).
+    """
+    train = config["train"]
+    gpus = train["resources"]["gpu"]
+    if gpus > 0 or (train["device"] == "cuda" and train["processes"] > 1):
+        return max(gpus, train["processes"])
+    return 0
+
+
 def snapshots(wildcards):
     return expand(
         "checkpoints/{dataset}/{sde}/step_{k}.pt",

@@ -21,7 +21,7 @@ rule train:
     resources:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
-        gpu=res("train", "gpu"),
+        gpu=train_gpus(),
     params:
         cfg=stage_params("train", per_sde=True),
         out_dir=lambda wildcards, output: os.path.dirname(output.log_csv),

@@ -96,6 +96,15 @@ def _semantic_checks(cfg: dict) -> None:
     for name in ("vp", "subvp"):
         if sde[name]["beta_min"] >= sde[name]["beta_max"]:
             raise ConfigError(f"sde.{name}.beta_min must be smaller than sde.{name}.beta_max")
+    train = cfg["train"]
+    if train["batch_size"] % train["processes"]:
+        raise ConfigError(f"train.batch_size {train['batch_size']} must be a multiple of "
+                          f"train.processes {train['processes']} (each process takes an "
+                          "equal share of the global batch)")
+    if train["resources"]["gpu"] > train["processes"]:
+        raise ConfigError(f"train.resources.gpu asks for {train['resources']['gpu']} GPUs but "
+                          f"train.processes is {train['processes']}: training runs one process "
+                          f"per GPU; set train.processes: {train['resources']['gpu']}")
 
 
 def validate(params: dict | None, source: str = "params") -> dict:
