@@ -184,7 +184,12 @@ def read_official(path: str | os.PathLike) -> dict:
         raise OfficialCheckpointError(
             f"official checkpoint {path} refers to code that weights_only loading refuses "
             f"({', '.join(refused)}); it is not a plain score_sde_pytorch checkpoint")
-    with torch.serialization.safe_globals([_resolve_global(g) for g in foreign]):
+    allowed = [_resolve_global(g) for g in foreign]
+    if foreign:  # numpy scalars also name their dtype's class: allow the numeric ones
+        import numpy as np
+
+        allowed += [type(np.dtype(code)) for code in "?bhilqBHILQefd"]
+    with torch.serialization.safe_globals(allowed):
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -247,9 +252,10 @@ def load_official(path: str | os.PathLike, config: dict | str, sde: str, image_s
     """
     if isinstance(config, str):
         config = preset(config)["model"]
+    blob = read_official(path)
     net_cfg = network_config(config, sde, image_size, num_channels, centered)
     net = ScoreNCSNpp(**{k: v for k, v in net_cfg.items() if k != "arch"})
-    _, ema = official_weights(read_official(path), net, f"official checkpoint {path}")
+    _, ema = official_weights(blob, net, f"official checkpoint {path}")
     net.load_state_dict(ema)
     net.requires_grad_(False).to(device).eval()
     return official_score_fn(net, official_sde(config, sde)), official_sde(config, sde)
@@ -280,9 +286,9 @@ def import_official(path: str | os.PathLike, out: str | os.PathLike, preset_name
         image_size, num_channels, centered = p["image_size"], p["num_channels"], p["centered"]
     if config is None or sde is None:
         raise ValueError("give a preset, or both the official config.model and the SDE")
+    blob = read_official(path)
     net_cfg = network_config(config, sde, image_size, num_channels, centered)
     net = ScoreNCSNpp(**{k: v for k, v in net_cfg.items() if k != "arch"})
-    blob = read_official(path)
     raw, ema = official_weights(blob, net, f"official checkpoint {path}")
     the_sde = official_sde(config, sde)
     sde_cfg = ({"sigma_min": the_sde.sigma_min, "sigma_max": the_sde.sigma_max} if sde == "ve"
