@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_workflow import workdir  # noqa: F401 (fixture)
 
 from scoresde import official
 from scoresde.cli import main
@@ -183,7 +184,7 @@ def test_load_official_gives_the_official_score_with_ema_weights(tmp_path, sde_n
     path = tmp_path / "checkpoint_7.pth"
     config, raw, ema = save_official(path, sde_name)
     score_fn, sde = official.load_official(path, config, sde_name, image_size=16)
-    assert sde.name == sde_name and sde.N == config["num_scales"]
+    assert sde.name == sde_name and config["num_scales"] == sde.N
     net = NCSNpp(image_size=16, centered=sde_name != "ve",
                  **{k: v for k, v in config.items() if k in ARCH_KEYS}).eval()
     net.load_state_dict(ema)
@@ -293,3 +294,26 @@ def test_a_released_checkpoint_scores_the_prior():
         s = score_fn(x, t)
     expected = -x / sde.std(t)[0] ** 2
     assert ((s - expected).norm() / expected.norm()).item() < 0.2
+
+
+@pytest.mark.slow
+def test_official_config_starts_the_dag_at_best_pt(workdir):  # noqa: F811 (fixture)
+    """config/cifar10_official.yaml: without best.pt the dry run names it; with it, no train or
+    select_checkpoint job is planned and the report needs no training logs."""
+    from test_workflow import snakemake
+
+    from scoresde.stages import config as cfg
+
+    c = cfg.resolve(str(workdir / "config/cifar10_official.yaml"))
+    assert c["select"]["source"] == "imported" and c["sample"]["eps"] is None
+    args = ("-n", "--cores", "2", "--configfile", "config/cifar10_official.yaml")
+    proc = snakemake(*args, cwd=workdir)
+    assert proc.returncode != 0 and "checkpoints/cifar10/ve/best.pt" in proc.stdout + proc.stderr
+    for sde in c["sde"]["names"]:
+        (workdir / "checkpoints" / "cifar10" / sde).mkdir(parents=True)
+        (workdir / "checkpoints" / "cifar10" / sde / "best.pt").touch()
+    proc = snakemake(*args, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    planned = proc.stdout
+    assert "rule sample:" in planned and "rule likelihood:" in planned
+    assert "rule train:" not in planned and "rule select_checkpoint:" not in planned

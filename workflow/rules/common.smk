@@ -14,6 +14,7 @@ validate(config, "../schemas/params.schema.yaml")  # fills in the schema default
 
 DATASET = config["data"]["dataset"]
 SDES = config["sde"]["names"]
+IMPORTED = config["select"]["source"] == "imported"  # best.pt from import-official
 CASES = cases.sweep(
     config["sample"]["samplers"], config["sample"]["steps"], config["sample"]["denoise"]
 )
