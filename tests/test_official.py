@@ -129,14 +129,17 @@ def test_layout_and_output_match_the_official_network(name):
     assert y.norm().item() == pytest.approx(case["output_norm"], rel=1e-5)
 
 
-@pytest.mark.parametrize("name", ["ve/cifar10_ncsnpp_continuous",
-                                  "vp/cifar10_ddpmpp_deep_continuous"])
-def test_presets_build_the_released_networks(name):
+# parameter and state-dict entry counts of the official network built from the released config
+@pytest.mark.parametrize("name, n_official, n_keys", [
+    ("ve/cifar10_ncsnpp_continuous", 62_758_915, 572),
+    ("vp/cifar10_ddpmpp_deep_continuous", 106_632_579, 957)])
+def test_presets_build_the_released_networks(name, n_official, n_keys):
     p = official.preset(name)
     cfg = official.network_config(p["model"], p["sde"], 32, 3, p["centered"])
     with torch.device("meta"):
         net = build_model(cfg)
     n_params = sum(v.numel() for v in net.parameters())
+    assert (n_params, len(net.state_dict())) == (n_official, n_keys)
     deep = "deep" in name
     assert p["model"]["num_res_blocks"] == (8 if deep else 4)
     assert p["model"]["fir"] == (p["sde"] == "ve") == p["model"]["scale_by_sigma"]
@@ -145,7 +148,6 @@ def test_presets_build_the_released_networks(name):
     blocks = [m for m in net.modules() if type(m).__name__.startswith("ResnetBlock")]
     n = p["model"]["num_res_blocks"]
     assert len(blocks) == 4 * (2 * n + 1) + 3 + 3 + 2
-    assert 30e6 < n_params < 130e6
 
 
 # --------------------------------------------------------------------------- score function
