@@ -174,7 +174,7 @@ def cmd_import_official(args) -> None:
     cfg = official.import_official(
         args.checkpoint, args.out, preset_name=args.preset, config=config,
         sde=_check_sde(args.sde), dataset=args.dataset, image_size=args.image_size,
-        num_channels=args.num_channels, centered=centered)
+        num_channels=args.num_channels, centered=centered, levels=args.levels)
     log(f"imported {args.checkpoint} (step {cfg['step']}, {cfg['sde']['name']}, "
         f"{cfg['model']['num_res_blocks']} blocks/resolution) -> {args.out}")
 
@@ -279,6 +279,8 @@ def _add_stage_parsers(sub) -> None:
     p.add_argument("--dataset", default="cifar10", help="dataset name (with --model-config)")
     p.add_argument("--image-size", type=int, default=32, help="with --model-config")
     p.add_argument("--num-channels", type=int, default=3, help="with --model-config")
+    p.add_argument("--levels", type=int, default=256, help="grey levels of the data (with "
+                   "--model-config; 256 for 8-bit images)")
     p.add_argument("--centered", choices=["true", "false"],
                    help="official config.data.centered (default: false for VE, true otherwise)")
     p.set_defaults(func=cmd_import_official)

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from scoresde.checkpoint import save_checkpoint
-from scoresde.models.ncsnpp import ScoreNCSNpp
+from scoresde.models.ncsnpp import NCSNpp, ScoreNCSNpp
 from scoresde.sde import SDE, make_sde
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -129,9 +129,11 @@ def official_sde(config: dict, sde: str) -> SDE:
                     beta_max=config.get("beta_max", 20.0), N=n)
 
 
-def official_score_fn(net: ScoreNCSNpp, sde: SDE) -> ScoreFn:
-    """The official continuous-time score (``models/utils.py: get_score_fn``)."""
-    official = super(ScoreNCSNpp, net).forward  # NCSNpp.forward: the official network
+def official_score_fn(net: NCSNpp, sde: SDE) -> ScoreFn:
+    """The official continuous-time score (``models/utils.py: get_score_fn``) of ``net``."""
+
+    def official(x, time_cond):  # the official network function, also for a ScoreNCSNpp
+        return NCSNpp.forward(net, x, time_cond)
 
     if sde.name == "ve":
         def score_fn(x, t):
@@ -280,6 +282,8 @@ def import_official(path: str | os.PathLike, out: str | os.PathLike, preset_name
     Either ``preset_name`` or (``config``, ``sde``) describes the network. The state holds the
     training weights (``model``) and the EMA weights (``ema.shadow``), which the stages use.
     """
+    if preset_name is not None and (config is not None or sde is not None):
+        raise ValueError("give a preset, or the official config.model and the SDE, not both")
     if preset_name is not None:
         p = preset(preset_name)
         config, sde, dataset = p["model"], p["sde"], p["dataset"]
