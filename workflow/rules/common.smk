@@ -101,6 +101,7 @@ def report_figures():
             labels={"figure": FIGURES[kind][2], "SDE": sde or "all"},
         )
         for name, kind, sde in expected_figures(DATASET, SDES, tweedie)
+        if not (IMPORTED and kind in ("loss", "selection"))  # no training, no selection
     }
 
 
