@@ -155,6 +155,30 @@ def cmd_validate_config(args) -> None:
               "valid against the parameter schema")
 
 
+def cmd_import_official(args) -> None:
+    import json
+
+    from scoresde import official
+    from scoresde.stages.common import log
+
+    if (args.preset is None) == (args.model_config is None):
+        raise ValueError("give --preset NAME, or --model-config FILE with --sde (not both)")
+    config = None
+    if args.model_config is not None:
+        try:
+            config = json.loads(Path(args.model_config).read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"--model-config {args.model_config} is not a readable JSON "
+                             f"object of the official config.model ({err})") from None
+    centered = None if args.centered is None else args.centered == "true"
+    cfg = official.import_official(
+        args.checkpoint, args.out, preset_name=args.preset, config=config,
+        sde=_check_sde(args.sde), dataset=args.dataset, image_size=args.image_size,
+        num_channels=args.num_channels, centered=centered, levels=args.levels)
+    log(f"imported {args.checkpoint} (step {cfg['step']}, {cfg['sde']['name']}, "
+        f"{cfg['model']['num_res_blocks']} blocks/resolution) -> {args.out}")
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -240,6 +264,26 @@ def _add_stage_parsers(sub) -> None:
           required=False)
     _common(p, device=False)
     p.set_defaults(func=cmd_report, benchmarks=[])
+
+    p = sub.add_parser("import-official", help="convert a released score_sde_pytorch "
+                       "checkpoint (DDPM++ / NCSN++) to best.pt for the sample/fid/likelihood "
+                       "stages")
+    _path(p, "--checkpoint", "input: official checkpoint_*.pth")
+    _path(p, "--out", "output: scoresde checkpoint, e.g. checkpoints/cifar10/vp/best.pt")
+    p.add_argument("--preset", metavar="SDE/CONFIG", help="the released config it was trained "
+                   "with, by its official configs/ path: {ve/cifar10_ncsnpp, "
+                   "vp/cifar10_ddpmpp, subvp/cifar10_ddpmpp}[_deep]_continuous")
+    _path(p, "--model-config", "instead of --preset: the official config.model as JSON",
+          required=False)
+    _sde_arg(p, required=False)
+    p.add_argument("--dataset", default="cifar10", help="dataset name (with --model-config)")
+    p.add_argument("--image-size", type=int, default=32, help="with --model-config")
+    p.add_argument("--num-channels", type=int, default=3, help="with --model-config")
+    p.add_argument("--levels", type=int, default=256, help="grey levels of the data (with "
+                   "--model-config; 256 for 8-bit images)")
+    p.add_argument("--centered", choices=["true", "false"],
+                   help="official config.data.centered (default: false for VE, true otherwise)")
+    p.set_defaults(func=cmd_import_official)
 
     p = sub.add_parser("validate-config", help="check parameter files against the schema")
     p.add_argument("files", nargs="*", metavar="FILE",

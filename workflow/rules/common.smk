@@ -14,6 +14,7 @@ validate(config, "../schemas/params.schema.yaml")  # fills in the schema default
 
 DATASET = config["data"]["dataset"]
 SDES = config["sde"]["names"]
+IMPORTED = config["select"]["source"] == "imported"  # best.pt from import-official
 CASES = cases.sweep(
     config["sample"]["samplers"], config["sample"]["steps"], config["sample"]["denoise"]
 )
@@ -111,6 +112,7 @@ def report_figures():
             labels={"figure": FIGURES[kind][2], "SDE": sde or "all"},
         )
         for name, kind, sde in expected_figures(DATASET, SDES, tweedie)
+        if not (IMPORTED and kind in ("loss", "selection"))  # no training, no selection
     }
 
 

@@ -2,11 +2,19 @@ rule report:
     input:
         fid=fid_results,
         nll=nll_results,
-        train_logs=expand(
-            "checkpoints/{dataset}/{sde}/train_log.csv", dataset=DATASET, sde=SDES
+        train_logs=(
+            []
+            if IMPORTED
+            else expand(
+                "checkpoints/{dataset}/{sde}/train_log.csv", dataset=DATASET, sde=SDES
+            )
         ),
-        selections=expand(
-            "checkpoints/{dataset}/{sde}/selection.csv", dataset=DATASET, sde=SDES
+        selections=(
+            []
+            if IMPORTED
+            else expand(
+                "checkpoints/{dataset}/{sde}/selection.csv", dataset=DATASET, sde=SDES
+            )
         ),
     output:
         **report_figures(),

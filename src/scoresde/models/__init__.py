@@ -1,4 +1,5 @@
-"""Score networks: the DDPM++ U-Net for images, an MLP for 2-D data, and weight EMA."""
+"""Score networks: the DDPM++ U-Net for images, an MLP for 2-D data, the official NCSN++ /
+DDPM++ layout (released checkpoints), and weight EMA."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from torch import nn
 
 from .ema import EMA
 from .mlp import MLP
+from .ncsnpp import ScoreNCSNpp
 from .unet import UNet
 
-ARCHS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP}
+ARCHS: dict[str, type[nn.Module]] = {"unet": UNet, "mlp": MLP, "ncsnpp": ScoreNCSNpp}
 
 __all__ = ["ARCHS", "EMA", "MLP", "UNet", "build_model", "count_params"]
 
 
 def build_model(config: dict) -> nn.Module:
-    """Build a network from {"arch": "unet"|"mlp", **constructor keyword arguments}.
+    """Build a network from {"arch": "unet"|"mlp"|"ncsnpp", **constructor keyword arguments}.
 
     Lists (as YAML gives them) are turned into tuples; unknown arch or keys raise ValueError.
     """
@@ -25,13 +27,25 @@ def build_model(config: dict) -> nn.Module:
     if arch not in ARCHS:
         raise ValueError(f"model.arch={arch!r} is unknown; use one of {sorted(ARCHS)}")
     cls = ARCHS[arch]
-    allowed = set(inspect.signature(cls).parameters)
+    allowed = _keyword_names(cls)
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
         raise ValueError(f"model.{unknown[0]} is not an option of arch {arch!r}; "
                          f"valid keys: {sorted(allowed)}")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     return cls(**kwargs)
+
+
+def _keyword_names(cls: type) -> set[str]:
+    """Constructor keywords of `cls`, following `**kwargs` into its base classes."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.name != "self"
+                  and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return names
+    return names
 
 
 def count_params(model: nn.Module) -> int:
