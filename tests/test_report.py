@@ -308,6 +308,36 @@ def test_intervals_are_in_the_tables(built):
     assert "FID [95% interval]" in page
     r = {"fid": 30.0, "fid_bootstrap": replicates(30.0, seed=1)}
     lo, hi = report.uncertainty.fid_interval(r, 0.95)
-    assert lo < 30.0 < hi and f"30 [{lo:.3g}, {hi:.3g}]" in page
+    assert lo < 30.0 < hi and f"30.0 [{lo:.1f}, {hi:.1f}]" in page and hi - lo > 1
     assert not math.isnan(lo)
-    assert "2.400 ± 0.050" in page and f"[{2.4 - 1.96 * 0.05:.3g}, {2.4 + 1.96 * 0.05:.3g}]" in page
+    assert "2.400 ± 0.050" in page and f"[{2.4 - 1.96 * 0.05:.2f}, {2.4 + 1.96 * 0.05:.2f}]" in page
+
+
+def test_report_in_headless_chromium_loads_every_figure_and_fits_the_window(built, tmp_path):
+    """The real page in Debian's chromium: a screenshot, every <img> decoded (naturalWidth > 0),
+    no horizontal overflow at a laptop width (wide tables scroll inside their own box)."""
+    from scoresde.report import browser
+
+    if browser.find_chromium() is None:
+        pytest.skip("chromium is not installed (`make test` installs Debian's chromium as root)")
+    _, out = built
+    result = browser.check_page(out["html"], width=1024)
+    assert len(result["images"]) == len(FIGURES)
+    assert all(i["width"] > 0 for i in result["images"]), result["images"]
+    assert browser.problems(result) == [] and result["scrollWidth"] <= 1024
+    png = browser.screenshot(out["html"], tmp_path / "shot.png", width=1024, height=700)
+    head = png.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")) == (1024, 700)
+
+
+def test_browser_check_flags_a_broken_image_and_overflow(tmp_path):
+    from scoresde.report import browser
+
+    if browser.find_chromium() is None:
+        pytest.skip("chromium is not installed (`make test` installs Debian's chromium as root)")
+    page = tmp_path / "bad.html"
+    page.write_text("<!DOCTYPE html><html><body><figure id='f'><img alt='x' src='data:image/png;"
+                    "base64,AAAA'></figure><div style='width:3000px'>wide</div></body></html>")
+    bad = browser.problems(browser.check_page(page, width=800))
+    assert len(bad) == 2 and "'f' did not load" in bad[0] and "px wide in a 800 px viewport" in bad[1]

@@ -18,9 +18,9 @@ from scoresde.report.uncertainty import (
     UNDECIDED,
     bpd_difference,
     bpd_interval,
-    ci_text,
     fid_difference,
     fid_interval,
+    with_ci,
 )
 
 GROUP = ("dataset", "feature_extractor", "sde")
@@ -47,12 +47,12 @@ def _verdict(statement: str, checks: list[tuple[bool | None, str]], none_why: st
 
 
 def _fid(r: dict, confidence: float) -> str:
-    lo, hi = fid_interval(r, confidence)
-    return f"FID {fmt(r['fid'])} {ci_text(lo, hi)}".rstrip()
+    return f"FID {with_ci(r['fid'], *fid_interval(r, confidence))}"
 
 
 def _diff(cmp: dict) -> str:
-    return f"difference {cmp['d']:+.3g} {ci_text(cmp['lo'], cmp['hi'])} ({cmp['how']})"
+    d = with_ci(cmp["d"], cmp["lo"], cmp["hi"])
+    return f"difference {'+' if cmp['d'] > 0 else ''}{d} ({cmp['how']})"
 
 
 def _records(df: pd.DataFrame, **where) -> list[dict]:
@@ -172,9 +172,8 @@ def ordering_subvp_lowest_bpd(nll: pd.DataFrame, confidence: float = 0.95):
             if sde == "subvp":
                 continue
             cmp = bpd_difference(sub, other, confidence)
-            text = (f"{dataset}: subvp {fmt(sub['bpd'])} {ci_text(*bpd_interval(sub, confidence))}"
-                    f" vs {sde} {fmt(other['bpd'])} {ci_text(*bpd_interval(other, confidence))}; "
-                    f"{_diff(cmp)}")  # fmt: skip
+            text = (f"{dataset}: subvp {with_ci(sub['bpd'], *bpd_interval(sub, confidence))} vs "
+                    f"{sde} {with_ci(other['bpd'], *bpd_interval(other, confidence))}; {_diff(cmp)}")
             checks.append((cmp["verdict"], text))
     return _verdict(statement, checks, "no dataset with sub-VP and another SDE")
 

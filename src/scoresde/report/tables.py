@@ -11,15 +11,14 @@ import pandas as pd
 from scoresde.report.load import cell, fmt, missing, pm
 from scoresde.report.orderings import VERDICT_TEXT
 from scoresde.report.paper import PAPER_TAG, paper_bpd, paper_fid
-from scoresde.report.uncertainty import bpd_interval, ci_text, fid_interval
+from scoresde.report.uncertainty import bpd_interval, ci_text, fid_interval, with_ci
 
 VERDICT_CLASS = {"held": "held", "not held": "failed", "undecided": "undecided"}
 
 
 def fid_with_interval(r: dict, confidence: float) -> str:
-    """``FID [lo, hi]`` (three significant digits), or the FID alone without an interval."""
-    lo, hi = fid_interval(r, confidence)
-    return f"{fmt(r['fid'])} {ci_text(lo, hi)}".rstrip()
+    """``FID [lo, hi]`` (decimals from the interval's width), or the FID alone without one."""
+    return with_ci(r["fid"], *fid_interval(r, confidence))
 
 
 def fid_column(confidence: float) -> str:

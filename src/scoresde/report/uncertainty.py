@@ -108,5 +108,25 @@ def bpd_difference(a: dict, b: dict, confidence: float) -> dict:
     return {"d": d, "lo": lo, "hi": hi, "how": how, "verdict": decide(lo, hi)}
 
 
+def decimals(lo, hi) -> int:
+    """Decimals that show an interval's width to two significant digits."""
+    width = abs(hi - lo)
+    return max(0, 1 - math.floor(math.log10(width))) if width > 0 else 3
+
+
 def ci_text(lo, hi) -> str:
-    return "" if missing(lo) or missing(hi) else f"[{lo:.3g}, {hi:.3g}]"
+    """``[lo, hi]`` with the decimals of :func:`decimals`, or "" without an interval."""
+    if missing(lo) or missing(hi):
+        return ""
+    n = decimals(lo, hi)
+    return f"[{lo:.{n}f}, {hi:.{n}f}]"
+
+
+def with_ci(x, lo, hi) -> str:
+    """``x [lo, hi]``, all to the same decimals; ``x`` alone (4 significant digits) without."""
+    if missing(x):
+        return "n/a"
+    if missing(lo) or missing(hi):
+        return f"{x:.4g}"
+    n = decimals(lo, hi)
+    return f"{x:.{n}f} [{lo:.{n}f}, {hi:.{n}f}]"
