@@ -226,3 +226,41 @@ def test_cpu_threads_limits_and_restores():
     assert torch.get_num_threads() == before
     with metrics.cpu_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_fid_stage_stores_paired_replicates_and_the_interval(digits, classifier, tmp_path):
+    """stages.fid: reference features once, each case's JSON with FID, its bootstrap interval
+    (around the FID) and replicates; a Tweedie-like pair of cases shares resample indices."""
+    import json
+
+    from scoresde.stages import fid as fid_stage
+    from scoresde.stages.common import save_tensors
+
+    save_tensors(tmp_path / "reference.pt", {"images": digits["images"][:600]})
+    params = {"eval": {"inception_weights": None, "fid": {
+        "batch_size": 500, "kid_subset_size": 50, "seed": 0,
+        "bootstrap": {"n": 40, "seed": 3, "confidence": 0.9}}}}  # fmt: skip
+    outs = []
+    for name, sigma in (("clean", 0.0), ("noisy", 0.2)):
+        images = _noisy(digits["images"][1000:1200], sigma) if sigma else digits["images"][1000:1200]
+        save_tensors(tmp_path / f"{name}.pt", {"images": images})
+        (tmp_path / f"{name}.json").write_text(json.dumps({"dataset": "digits", "n_samples": 200}))
+        outs.append(tmp_path / f"{name}_fid.json")
+    fid_stage.run(params, [str(tmp_path / f"{n}.pt") for n in ("clean", "noisy")],
+                  [str(tmp_path / f"{n}.json") for n in ("clean", "noisy")],
+                  str(tmp_path / "reference.pt"), str(classifier["path"]), [str(o) for o in outs],
+                  device_name="cpu")  # fmt: skip
+    clean, noisy = (json.loads(o.read_text()) for o in outs)
+    for rec in (clean, noisy):
+        assert rec["fid_ci_low"] < rec["fid"] < rec["fid_ci_high"] and rec["fid_ci_level"] == 0.9
+        assert len(rec["fid_bootstrap"]) == rec["bootstrap_n"] == 40 and rec["n_reference"] == 600
+        lo, hi = metrics.bootstrap_interval(rec["fid"], rec["fid_bootstrap"], 0.9)
+        assert (lo, hi) == pytest.approx((rec["fid_ci_low"], rec["fid_ci_high"]), rel=1e-5)
+    direct = metrics.compute_fid_kid(digits["images"][1000:1200], digits["images"][:600],
+                                     classifier["path"], kid_subset_size=50, seed=0)  # fmt: skip
+    assert clean["fid"] == pytest.approx(direct["fid"], rel=1e-9) and noisy["fid"] > clean["fid"]
+    # the report pairs the two cases' replicates: noisy is decidedly worse
+    from scoresde.report.uncertainty import fid_difference
+
+    cmp = fid_difference(noisy, clean, 0.9)
+    assert cmp["how"] == "paired bootstrap" and cmp["lo"] > 0 and cmp["verdict"] is False
