@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast test-slurm lint reproduce bench dag clean
+.PHONY: venv test test-fast test-slurm lint reproduce bench dag clean chromium report-shot
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,18 @@ $(STAMP): pyproject.toml requirements.txt
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# The report's browser test needs a headless chromium: Debian's, installed here when missing and
+# root; otherwise that test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing Debian's chromium for the report's browser test"; \
+		{ timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 900 \
+		  apt-get install -y -qq chromium; } >/dev/null 2>&1 || \
+		echo "make: could not install chromium; the browser test will skip"; \
+	else echo "make: no chromium (installing it needs root and apt-get); the browser test will skip"; fi
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check src tests workflow benchmarks
 	$(BIN)/python -m pytest -n 2 tests
 
@@ -41,6 +52,9 @@ bench: $(STAMP)
 dag: $(STAMP)  # the rule graph of the default configuration, embedded in README.md
 	mkdir -p docs
 	$(BIN)/snakemake --rulegraph --quiet all | dot -Tsvg > docs/dag.svg
+
+report-shot: $(STAMP) chromium  # docs/report.png from reports/report.html, checked in chromium
+	$(BIN)/python -m scoresde.report.browser reports/report.html --screenshot docs/report.png
 
 clean:
 	rm -rf data checkpoints samples metrics reports logs .snakemake

@@ -4,6 +4,11 @@ Offline default: a small classifier trained here on the dataset's labelled train
 (`scoresde.metrics.train_feature_extractor`), registered with torch-fidelity as a feature
 extractor and named so in every result. With ``eval.inception_weights`` set to a local
 file the standard Inception-v3 FID / KID are added as ``fid_inception`` / ``kid_inception``.
+
+Features of the reference set are extracted once per job; each case's FID comes with
+``eval.fid.bootstrap.n`` bootstrap replicates (``fid_bootstrap``, resampling both sets, paired
+across cases by a shared seed) and their ``confidence`` interval (``fid_ci_low``,
+``fid_ci_high``), from which the report decides every ordering.
 """
 
 from __future__ import annotations
@@ -56,35 +61,71 @@ def train_features(params: dict, train_path: str, test_path: str | None, out: st
     return config
 
 
-def score_case(params: dict, samples_path: str, meta_path: str, reference_path: str,
-               reference, extractor_path: str, out: str, cuda: bool) -> dict:
-    """FID/KID of one case's samples against the reference set; writes the case's metrics."""
-    from scoresde.metrics import compute_fid_kid
+class Scorer:
+    """Reference features and their bootstrap resamples, computed once for all cases of a job."""
 
-    ev = params["eval"]
-    fid = ev["fid"]
+    def __init__(self, params: dict, reference_path: str, extractor_path: str, cuda: bool):
+        from scoresde.metrics import BootstrapFID, FeatureSpace, cpu_threads
+
+        ev = params["eval"]
+        self.fid, self.ev, self.reference_path = ev["fid"], ev, reference_path
+        self.extractor_path = extractor_path
+        self.reference = load_reference(reference_path)
+        self.space = FeatureSpace(extractor_path, cuda=cuda, batch_size=self.fid["batch_size"])
+        self.f_reference = self.space.features(self.reference)
+        boot = self.fid["bootstrap"]
+        self.bootstrap = None
+        if boot["n"]:
+            with cpu_threads(self.space.num_threads):
+                self.bootstrap = BootstrapFID(self.f_reference, boot["n"], boot["seed"])
+        self.inception = None
+        if ev["inception_weights"]:
+            self.inception = FeatureSpace(inception_weights=ev["inception_weights"], cuda=cuda,
+                                          batch_size=self.fid["batch_size"])
+            self.f_reference_inception = self.inception.features(self.reference)
+
+    def metrics(self, images) -> dict:
+        """FID, KID (± s.d. over subsets) and the FID's bootstrap replicates and interval."""
+        from scoresde.metrics import bootstrap_interval, cpu_threads, fid_kid_from_features
+
+        kid = {"kid_subset_size": self.fid["kid_subset_size"], "seed": self.fid["seed"]}
+        f = self.space.features(images)
+        out = {**fid_kid_from_features(f, self.f_reference, **kid, num_threads=self.space.num_threads),
+               "feature_extractor": self.space.label, "n_reference": len(self.reference)}
+        if self.bootstrap is not None:
+            boot = self.fid["bootstrap"]
+            with cpu_threads(self.space.num_threads):
+                reps = self.bootstrap.replicates(f)
+            lo, hi = bootstrap_interval(out["fid"], reps, boot["confidence"])
+            out |= {"fid_ci_low": lo, "fid_ci_high": hi, "fid_ci_level": boot["confidence"],
+                    "fid_bootstrap": [round(float(r), 6) for r in reps],
+                    "bootstrap_n": boot["n"], "bootstrap_seed": boot["seed"]}
+        if self.inception is not None:
+            inc = fid_kid_from_features(self.inception.features(images),
+                                        self.f_reference_inception, **kid, num_threads=None)
+            out |= {f"{k}_inception": v for k, v in inc.items()}
+        return out
+
+
+def score_case(params: dict, scorer: Scorer, samples_path: str, meta_path: str, out: str) -> dict:
+    """FID/KID of one case's samples against the reference set; writes the case's metrics."""
+    fid = params["eval"]["fid"]
     images = load_tensors(samples_path, ("images",), "sample file", SAMPLE_FIX)["images"]
     record = read_json(meta_path, "sample sidecar", SAMPLE_FIX)
     record.pop("config", None)
-    if images.shape[1:] != reference.shape[1:]:
+    if images.shape[1:] != scorer.reference.shape[1:]:
         raise StageError(f"samples {samples_path} are {tuple(images.shape[1:])} but the "
-                         f"reference set is {tuple(reference.shape[1:])}; they come from "
+                         f"reference set is {tuple(scorer.reference.shape[1:])}; they come from "
                          "different datasets")
-    kwargs = {"cuda": cuda, "kid_subset_size": fid["kid_subset_size"], "seed": fid["seed"],
-              "batch_size": fid["batch_size"]}
-    metrics = compute_fid_kid(images, reference, extractor_weights_path=extractor_path,
-                              **kwargs)
-    if ev["inception_weights"]:
-        inception = compute_fid_kid(images, reference,
-                                    inception_weights=ev["inception_weights"], **kwargs)
-        metrics |= {f"{k}_inception": v for k, v in inception.items()
-                    if k != "feature_extractor"}
+    metrics = scorer.metrics(images)
     result = {**record, **metrics}
     write_json(out, {**result, "config": provenance(
-        "fid", {"eval": {"fid": fid, "inception_weights": ev["inception_weights"]}},
-        samples=str(samples_path), reference=str(reference_path),
-        extractor=str(extractor_path))})
-    log(f"{Path(samples_path).stem}: FID {metrics['fid']:.3f} KID {metrics['kid']:.4f} "
+        "fid", {"eval": {"fid": fid, "inception_weights": params["eval"]["inception_weights"]}},
+        samples=str(samples_path), reference=str(scorer.reference_path),
+        extractor=str(scorer.extractor_path))})
+    interval = (f" [{metrics['fid_ci_low']:.3f}, {metrics['fid_ci_high']:.3f}]"
+                if "fid_ci_low" in metrics else "")
+    log(f"{Path(samples_path).stem}: FID {metrics['fid']:.3f}{interval} KID {metrics['kid']:.4f} "
         f"({metrics['feature_extractor']}) -> {out}")
     return result
 
@@ -105,6 +146,5 @@ def run(params: dict, samples: list[str], metas: list[str], reference_path: str,
                          "or set it to null")
     setup_torch(threads)
     cuda = pick_device(device_name).type == "cuda"
-    reference = load_reference(reference_path)
-    return [score_case(params, s, m, reference_path, reference, extractor_path, o, cuda)
-            for s, m, o in zip(samples, metas, outs, strict=True)]
+    scorer = Scorer(params, reference_path, extractor_path, cuda)
+    return [score_case(params, scorer, s, m, o) for s, m, o in zip(samples, metas, outs, strict=True)]

@@ -12,9 +12,10 @@ def run(params: dict, fid_files: list[str], nll_files: list[str], out_dir: str,
 
     result = build_report(fid_files, nll_files, out_dir, checkpoints_dir=checkpoints_dir,
                           samples_dir=samples_dir, config=params,
-                          benchmark_files=benchmark_files, title=params["report"]["title"])
+                          benchmark_files=benchmark_files, title=params["report"]["title"],
+                          confidence=params["report"]["confidence"])
     for statement, held, evidence in result["orderings"]:
-        verdict = {True: "holds", False: "does not hold", None: "undecided"}[held]
+        verdict = {True: "held", False: "not held", None: "undecided"}[held]
         log(f"{statement}: {verdict}. {evidence}")
     log(f"report written to {result['html']}")
     return result

@@ -1,0 +1,185 @@
+"""Reading the pipeline's results: one row per FID case and per likelihood result.
+
+FID JSON fields (``metrics/{dataset}/{sde}/fid/{case}.json``): ``dataset, sde, sampler,
+predictor, corrector, steps, denoise, nfe, fid`` required; ``kid, kid_std, seconds,
+n_samples, feature_extractor``, the bootstrap (``fid_ci_low, fid_ci_high, fid_bootstrap,
+bootstrap_n, bootstrap_seed, n_reference``) and ``denoise_is_tweedie`` (false: the case's
+final denoising is not a Tweedie step, so it is left out of the Tweedie ordering) optional.
+Likelihood JSON (``metrics/{dataset}/{sde}/nll.json``): ``dataset, sde, bpd`` required;
+``bpd_sem, nfe, n_images, divergence, n_probes, rtol, atol`` and ``bpd_per_image`` optional.
+Every field is read from the files' contents, never parsed out of names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+FID_COLUMNS = [
+    "dataset", "sde", "sampler", "predictor", "corrector", "steps", "denoise", "nfe", "fid",
+    "kid", "kid_std", "seconds", "feature_extractor", "n_samples", "fid_ci_low", "fid_ci_high",
+]  # fmt: skip
+NLL_COLUMNS = [
+    "dataset", "sde", "bpd", "bpd_sem", "nfe", "n_images", "divergence", "n_probes", "rtol",
+    "atol",
+]  # fmt: skip
+FID_REQUIRED = FID_COLUMNS[:9]
+NLL_REQUIRED = NLL_COLUMNS[:3]
+# kept beside the tidy columns (not written to metrics.csv): what the orderings need
+FID_EXTRA = ["fid_bootstrap", "bootstrap_n", "bootstrap_seed", "n_reference", "denoise_is_tweedie"]
+NLL_EXTRA = ["bpd_per_image"]
+ODE_METHODS = ("rk45", "heun", "euler", "heun-sigma", "euler-sigma")
+SDE_ORDER = ("ve", "vp", "subvp")  # the paper's order, used for rows and panels
+SDE_LABEL = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
+
+
+def read_json(path, required) -> dict:
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read results file {path}: {err}") from err
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise ValueError(f"results file {path} lacks the field(s) {', '.join(missing)}")
+    return record
+
+
+def as_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def load_fid_results(files: Sequence) -> pd.DataFrame:
+    """One row per FID JSON (columns FID_COLUMNS + FID_EXTRA + ``case``, ``kind``), sorted."""
+    rows = []
+    for path in files:
+        rec = read_json(path, FID_REQUIRED)
+        row = {c: rec.get(c) for c in [*FID_COLUMNS, *FID_EXTRA]}
+        row["denoise"] = as_bool(row["denoise"])
+        row["feature_extractor"] = row["feature_extractor"] or "unknown"
+        row["case"] = Path(path).stem
+        row["kind"] = sampler_kind(row)
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=[*FID_COLUMNS, *FID_EXTRA, "case", "kind"])
+    for col in ("steps", "n_samples", "bootstrap_n", "bootstrap_seed", "n_reference"):
+        df[col] = pd.array([None if missing(v) else int(v) for v in df[col]], dtype="Int64")
+    for col in ("nfe", "fid", "kid", "kid_std", "seconds", "fid_ci_low", "fid_ci_high"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    if (df["nfe"].dropna() % 1 == 0).all():
+        df["nfe"] = df["nfe"].astype("Int64")
+    df["denoise"] = df["denoise"].astype(bool)
+    keys = ["dataset", "sde", "sampler", "predictor", "corrector", "steps", "denoise"]
+    return _sorted(df, keys)
+
+
+def load_nll_results(files: Sequence) -> pd.DataFrame:
+    """One row per likelihood JSON (columns NLL_COLUMNS + NLL_EXTRA), sorted by dataset and SDE."""
+    cols = [*NLL_COLUMNS, *NLL_EXTRA]
+    rows = [{c: read_json(p, NLL_REQUIRED).get(c) for c in cols} for p in files]
+    df = pd.DataFrame(rows, columns=cols)
+    for col in ("bpd", "bpd_sem", "nfe", "rtol", "atol"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    return _sorted(df, ["dataset", "sde"])
+
+
+def sde_key(sde) -> tuple:
+    return (SDE_ORDER.index(sde) if sde in SDE_ORDER else len(SDE_ORDER), str(sde))
+
+
+def sde_label(sde) -> str:
+    return SDE_LABEL.get(sde, str(sde))
+
+
+def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    def key(col):
+        return col.map(lambda s: sde_key(s)[0]) if col.name == "sde" else col
+
+    df = df.sort_values(keys, na_position="last", kind="stable", key=key)
+    return df.reset_index(drop=True)
+
+
+def missing(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return False
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def is_none(name) -> bool:
+    return missing(name) or str(name).strip().lower() in ("", "none", "null")
+
+
+def sampler_kind(row: dict) -> str:
+    """"ode", "pc", "predictor" (P-only), "corrector" (C-only) or "unknown" from the fields."""
+    if str(row["sampler"]).lower().startswith("ode") or str(row["predictor"]) in ODE_METHODS:
+        return "ode"
+    p_none, c_none = is_none(row["predictor"]), is_none(row["corrector"])
+    if p_none and c_none:
+        return "unknown"
+    return "corrector" if p_none else "predictor" if c_none else "pc"
+
+
+def ode_method(row: dict) -> str:
+    if str(row["predictor"]) in ODE_METHODS:
+        return str(row["predictor"])
+    return str(row["sampler"]).lower().removeprefix("ode").strip("_-:") or "rk45"
+
+
+def fmt(x) -> str:
+    return "n/a" if missing(x) else f"{x:.4g}"
+
+
+def pm(x, err) -> str:
+    """``x ± err``, both to the decimals of err's second significant digit."""
+    if missing(x) or missing(err) or not err > 0:
+        return fmt(x)
+    decimals = max(0, 1 - math.floor(math.log10(err)))
+    return f"{x:.{decimals}f} ± {err:.{decimals}f}"
+
+
+def cell(v) -> str:
+    return "" if missing(v) else str(v)
+
+
+def case_text(r: dict) -> str:
+    """A case in words, without dataset and SDE."""
+    how = f"{r['predictor']} ODE solver" if r["kind"] == "ode" else (
+        f"{r['predictor']} + {r['corrector']}")  # fmt: skip
+    steps = "adaptive steps" if missing(r["steps"]) else f"{r['steps']} steps"
+    return f"{r['sampler']} ({how}), {steps}, {'Tweedie' if r['denoise'] else 'no'} denoising"
+
+
+def describe(r: dict) -> str:
+    steps = "adaptive" if missing(r["steps"]) else r["steps"]
+    tweedie = ", Tweedie" if r["denoise"] else ""
+    return f"{r['dataset']}/{r['sde']} {r['sampler']} ({r['predictor']}, {r['corrector']}, {steps}{tweedie})"
+
+
+@dataclass
+class ReportData:
+    """Everything a section or figure builder may read (loaded once by ``build_report``).
+
+    ``inputs``: further named input files for added sections (e.g. ``{"controllable":
+    Path("reports/controllable.csv")}``); builders skip what is absent.
+    """
+
+    fid: pd.DataFrame
+    nll: pd.DataFrame
+    out_dir: Path
+    confidence: float = 0.95
+    checkpoints_dir: Path | None = None
+    samples_dir: Path | None = None
+    config: dict | None = None
+    inputs: dict[str, Path] = field(default_factory=dict)
+
+    def datasets(self) -> list[str]:
+        return sorted(set(self.fid["dataset"]) | set(self.nll["dataset"]))
+
+    def of(self, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The FID and likelihood rows of one dataset."""
+        return self.fid[self.fid["dataset"] == dataset], self.nll[self.nll["dataset"] == dataset]
