@@ -123,10 +123,11 @@ def run_sampler(score_fn, sde, shape, sampler: str, steps: int | None,
 
     predictor, corrector = check_sampler(sampler)
     if corrector is not None:
-        x, x_mean, nfe = pc_trajectory(score_fn, sde, shape, steps, predictor, corrector, snr,
-                                       corrector_steps, eps, generator, device)
-        return {d: (_check_finite(x_mean if d else x, "pc_sample"), nfe) for d in denoise}
-    x, nfe = ode_trajectory(score_fn, sde, shape, method=predictor, steps=steps, rtol=rtol,
-                            atol=atol, eps=eps, generator=generator, device=device)
-    return {d: (_check_finite(final_tweedie(score_fn, sde, x, eps) if d else x, "ode_sample"),
+        x, nfe = pc_trajectory(score_fn, sde, shape, steps, predictor, corrector, snr,
+                               corrector_steps, eps, generator, device)
+    else:
+        x, nfe = ode_trajectory(score_fn, sde, shape, method=predictor, steps=steps, rtol=rtol,
+                                atol=atol, eps=eps, generator=generator, device=device)
+    what = "ode_sample" if corrector is None else "pc_sample"
+    return {d: (_check_finite(final_tweedie(score_fn, sde, x, eps) if d else x, what),
                 nfe + int(d)) for d in denoise}
