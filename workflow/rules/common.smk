@@ -15,7 +15,10 @@ validate(config, "../schemas/params.schema.yaml")  # fills in the schema default
 DATASET = config["data"]["dataset"]
 SDES = config["sde"]["names"]
 CASES = cases.sweep(
-    config["sample"]["samplers"], config["sample"]["steps"], config["sample"]["denoise"]
+    config["sample"]["samplers"],
+    config["sample"]["steps"],
+    config["sample"]["denoise"],
+    config["sample"]["extra_cases"],
 )
 SNAPSHOTS = settings.snapshot_steps(
     config["train"]["n_iters"], config["train"]["snapshot_every"]
