@@ -586,8 +586,10 @@ def _dataset_figures(dataset, fid, nll, checkpoints_dir, samples_dir):
         figs[figure_name("fid_vs_steps", dataset)] = (plot_fid_curves(fid, "steps", title), caption)
         title = f"{dataset}: FID vs NFE"
         caption = (f"{dataset}: FID against the number of score-network evaluations (NFE) per "
-                   f"sample, one panel per SDE ({how}).")  # fmt: skip
-        figs[figure_name("fid_vs_nfe", dataset)] = (plot_fid_curves(fid, "nfe", title), caption)
+                   f"sample, one panel per SDE ({how}); black: the longest PC run, dotted: "
+                   "1.2x and 1.8x its FID (the fast-sampler goal).")  # fmt: skip
+        from scoresde.report_nfe import plot_fid_vs_nfe_panels  # issue 13 hook
+        figs[figure_name("fid_vs_nfe", dataset)] = (plot_fid_vs_nfe_panels(fid, title), caption)
         title = f"{dataset}: effect of Tweedie denoising on FID"
         caption = (f"{dataset}: change of FID from the final Tweedie denoising step for every "
                    "case run both ways (green: lower FID with denoising; labels: FID without -> "
@@ -817,6 +819,12 @@ def _kv_table(d: dict) -> pd.DataFrame:
     return pd.DataFrame({"key": list(d), "value": list(d.values())})
 
 
+def _goal_sections(fid):  # issue 13 hook: fast samplers against the longest PC run
+    from scoresde import report_nfe as rn
+    return [("Fast samplers against the longest PC run", "text", rn.__doc__.split("\n\n")[1]),
+            (None, "table", rn.goal_table(fid) if len(fid) else pd.DataFrame())]
+
+
 def _sections(fid, nll, orderings, prov):
     """[(heading, kind, payload)] shared by the HTML and Markdown renderers."""
     order_df = pd.DataFrame(
@@ -852,6 +860,7 @@ def _sections(fid, nll, orderings, prov):
         (None, "table", order_df),
         ("Sampler sweep", "text", sweep),
         (None, "table", sweep_df),
+        *_goal_sections(fid),
         ("Likelihood", "text", _LIKELIHOOD_NOTE),
         (None, "table", likelihood_table(nll)),
         ("The paper's CIFAR-10 numbers (different scale)", "text", _PAPER_NOTE),
