@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import bench_fast_solvers
 import bench_likelihood
 import bench_ode
 import bench_overhead
@@ -31,6 +32,7 @@ BENCHES = {
     "overhead": bench_overhead,
     "sde_samplers": bench_sde_samplers,
     "ode": bench_ode,
+    "fast_solvers": bench_fast_solvers,
     "likelihood": bench_likelihood,
     "training": bench_training,
 }

@@ -19,10 +19,12 @@ method                    step                                          default 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..sde import SDE
-from ..utils import Generator, append_dims
+from ..utils import Generator
 from .common import _check_args, _check_finite, _start, final_tweedie
 from .schedules import log_snr, log_snr_inverse, make_grid
 
@@ -65,100 +67,91 @@ def _sigma_step_ode(score_fn, sde: SDE, x, times, method):
     (EDM eq. 4 with s(t) = 1). Along sigma the solution is nearly straight, so a step is far more
     accurate than one of the same size in t; for VE (a = 1) the x coordinates are unchanged.
     """
-    def a(t):
-        return append_dims(sde.mean_coeff(t), x.ndim)
+    B = x.shape[0]
+    a, s, _ = _grid_coefficients(sde, times)
+    sigma = [si / ai for si, ai in zip(s, a, strict=True)]
 
-    def drift(x_hat, t):
-        return -append_dims(sde.std(t), x.ndim) * score_fn(a(t) * x_hat, t)
+    def drift(x_hat, i):
+        return -s[i] * score_fn(x_hat if a[i] == 1.0 else a[i] * x_hat, times[i].expand(B))
 
-    def sigma(t):
-        return sde.std(t) / sde.mean_coeff(t)
+    x_hat = x if a[0] == 1.0 else x / a[0]
+    for i in range(len(times) - 1):
+        h = sigma[i + 1] - sigma[i]
+        d0 = drift(x_hat, i)
+        x_next = x_hat + h * d0
+        if "heun" in method:
+            x_next = x_hat + (0.5 * h) * (d0 + drift(x_next, i + 1))
+        x_hat = x_next
+    return (x_hat if a[-1] == 1.0 else a[-1] * x_hat), (1 + ("heun" in method)) * (len(times) - 1)
 
-    first, last = (times[i].expand(x.shape[0]) for i in (0, -1))
-    x_hat, nfe = _fixed_step_ode(drift, x / a(first), times, method, clock=sigma)
-    return a(last) * x_hat, nfe
+
+def _grid_coefficients(sde: SDE, times: torch.Tensor) -> tuple[list, list, list]:
+    """a(t_i), s(t_i), lambda(t_i) of every grid time as Python floats (float64), computed once:
+    the solver loops then do no per-step tensor bookkeeping beyond the update itself."""
+    t = times.detach().to(torch.float64)
+    return sde.mean_coeff(t).tolist(), sde.std(t).tolist(), log_snr(sde, t).tolist()
 
 
-class _Coefficients:
-    """a(t), s(t), lambda(t) on a grid time, broadcast against x; the noise and data predictions
-    eps_theta = -s score and x0_theta = (x + s^2 score) / a (DPM-Solver's parametrisations)."""
-
-    def __init__(self, score_fn, sde, ndim):
-        self.score_fn, self.sde, self.ndim = score_fn, sde, ndim
-
-    def at(self, t):
-        sde, n = self.sde, self.ndim
-        return (append_dims(sde.mean_coeff(t), n), append_dims(sde.std(t), n),
-                append_dims(log_snr(sde, t), n))
-
-    def noise(self, x, t):
-        return -append_dims(self.sde.std(t), self.ndim) * self.score_fn(x, t)
-
-    def data(self, x, t):
-        a, s, _ = self.at(t)
-        return (x + s**2 * self.score_fn(x, t)) / a
+def _stage_times(sde: SDE, lam: list, r: float, like: torch.Tensor):
+    """t(lambda_s + r h) for every step at once, with its a and s (DPM-Solver's intermediate points)."""
+    lam_t = torch.tensor(lam, dtype=torch.float64)
+    t = log_snr_inverse(sde, lam_t[:-1] + r * lam_t.diff())
+    return t.to(like.dtype).to(like.device), sde.mean_coeff(t).tolist(), sde.std(t).tolist()
 
 
 def _dpm_solver(score_fn, sde: SDE, x, times, order: int):
-    """Singlestep DPM-Solver-2 / -3 with noise prediction (Lu et al. 2022, Algorithms 4 and 5).
+    """Singlestep DPM-Solver-2 / -3 with noise prediction eps_theta = -s score (Lu et al. 2022,
+    Algorithms 4 and 5, r_1 = 1/2; r_1 = 1/3, r_2 = 2/3).
 
     With h = lambda_t - lambda_s and phi_1 = e^h - 1, the exact solution of the semi-linear ODE
     x_t = (a_t / a_s) x_s - s_t int e^{h'} eps_theta dh' (eq. 3.4) is approximated by Taylor terms
-    of eps_theta in lambda at intermediate points s_1 = t(lambda_s + r_1 h) (, s_2).
+    of eps_theta in lambda at intermediate points s_k = t(lambda_s + r_k h).
     """
-    c, B = _Coefficients(score_fn, sde, x.ndim), x.shape[0]
-    nfe = 0
-    for t0, t1 in zip(times[:-1], times[1:], strict=True):
-        s, t = t0.expand(B), t1.expand(B)
-        a_s, s_s, lam_s = c.at(s)
-        a_t, s_t, lam_t = c.at(t)
-        h = lam_t - lam_s
-        eps_s = c.noise(x, s)
+    B = x.shape[0]
+    a, s, lam = _grid_coefficients(sde, times)
+    r1, r2 = (0.5, None) if order == 2 else (1.0 / 3.0, 2.0 / 3.0)
+    t1, a1, s1 = _stage_times(sde, lam, r1, times)
+    if order == 3:
+        t2, a2, s2 = _stage_times(sde, lam, r2, times)
+
+    def eps_theta(y, t, std):
+        return -std * score_fn(y, t.expand(B))
+
+    for i in range(len(times) - 1):
+        h = lam[i + 1] - lam[i]
+        eps_s = eps_theta(x, times[i], s[i])
+        phi_1 = math.expm1(h)
+        u1 = (a1[i] / a[i]) * x - s1[i] * math.expm1(r1 * h) * eps_s
+        d1 = eps_theta(u1, t1[i], s1[i]) - eps_s
         if order == 2:
-            r1 = 0.5
-            s1 = log_snr_inverse(sde, lam_s.flatten() + r1 * h.flatten())
-            a_1, s_1, _ = c.at(s1)
-            u = (a_1 / a_s) * x - s_1 * torch.expm1(r1 * h) * eps_s
-            d = c.noise(u, s1) - eps_s
-            x = (a_t / a_s) * x - s_t * torch.expm1(h) * eps_s - s_t / (2 * r1) * torch.expm1(h) * d
-        else:
-            r1, r2 = 1.0 / 3.0, 2.0 / 3.0
-            s1 = log_snr_inverse(sde, lam_s.flatten() + r1 * h.flatten())
-            s2 = log_snr_inverse(sde, lam_s.flatten() + r2 * h.flatten())
-            a_1, s_1, _ = c.at(s1)
-            a_2, s_2, _ = c.at(s2)
-            phi_11, phi_12, phi_1 = torch.expm1(r1 * h), torch.expm1(r2 * h), torch.expm1(h)
-            phi_22 = torch.expm1(r2 * h) / (r2 * h) - 1.0
-            phi_2 = phi_1 / h - 1.0
-            u1 = (a_1 / a_s) * x - s_1 * phi_11 * eps_s
-            d1 = c.noise(u1, s1) - eps_s
-            u2 = (a_2 / a_s) * x - s_2 * phi_12 * eps_s - (r2 / r1) * s_2 * phi_22 * d1
-            d2 = c.noise(u2, s2) - eps_s
-            x = (a_t / a_s) * x - s_t * phi_1 * eps_s - (1.0 / r2) * s_t * phi_2 * d2
-        nfe += order
-    return x, nfe
+            x = (a[i + 1] / a[i]) * x - s[i + 1] * phi_1 * eps_s - s[i + 1] / (2 * r1) * phi_1 * d1
+            continue
+        phi_22, phi_2 = math.expm1(r2 * h) / (r2 * h) - 1.0, phi_1 / h - 1.0
+        u2 = (a2[i] / a[i]) * x - s2[i] * math.expm1(r2 * h) * eps_s - (r2 / r1) * s2[i] * phi_22 * d1
+        d2 = eps_theta(u2, t2[i], s2[i]) - eps_s
+        x = (a[i + 1] / a[i]) * x - s[i + 1] * phi_1 * eps_s - (1.0 / r2) * s[i + 1] * phi_2 * d2
+    return x, order * (len(times) - 1)
 
 
 def _dpmpp_2m(score_fn, sde: SDE, x, times):
-    """Multistep DPM-Solver++(2M) with data prediction (Lu et al. 2022b, Algorithm 2).
+    """Multistep DPM-Solver++(2M) with data prediction x0_theta = (x + s^2 score) / a (Lu et al.
+    2022b, Algorithm 2).
 
     x_t = (s_t / s_s) x_s - a_t (e^{-h} - 1) D, D = (1 + 1/(2r)) x0_s - 1/(2r) x0_prev with
     r = h_prev / h; the first step is first order (D = x0_s). One NFE per step.
     """
-    c, B = _Coefficients(score_fn, sde, x.ndim), x.shape[0]
-    prev, h_prev = None, None
-    for t0, t1 in zip(times[:-1], times[1:], strict=True):
-        s, t = t0.expand(B), t1.expand(B)
-        _, s_s, lam_s = c.at(s)
-        a_t, s_t, lam_t = c.at(t)
-        h = lam_t - lam_s
-        x0 = c.data(x, s)
+    B = x.shape[0]
+    a, s, lam = _grid_coefficients(sde, times)
+    prev = h_prev = None
+    for i in range(len(times) - 1):
+        h = lam[i + 1] - lam[i]
+        x0 = (x + s[i] ** 2 * score_fn(x, times[i].expand(B))) / a[i]
         if prev is None:
             d = x0
         else:
             half_inv_r = 0.5 * h / h_prev  # 1 / (2r)
             d = (1 + half_inv_r) * x0 - half_inv_r * prev
-        x = (s_t / s_s) * x - a_t * torch.expm1(-h) * d
+        x = (s[i + 1] / s[i]) * x - a[i + 1] * math.expm1(-h) * d
         prev, h_prev = x0, h
     return x, len(times) - 1
 
@@ -253,7 +246,8 @@ def ode_trajectory(
         rsde = sde.reverse(score_fn, probability_flow=True)
         end = schedule[-1].item() if isinstance(schedule, torch.Tensor) else eps
         return _adaptive_ode(lambda y, t: rsde.sde(y, t)[0], x, sde.T, end, rtol, atol)
-    times = make_grid(sde, schedule or DEFAULT_SCHEDULE[method], steps, eps, x.device, x.dtype)
+    times = make_grid(sde, DEFAULT_SCHEDULE[method] if schedule is None else schedule, steps, eps,
+                      x.device, x.dtype)
     if method in ("dpm-solver-2", "dpm-solver-3"):
         return _dpm_solver(score_fn, sde, x, times, int(method[-1]))
     if method == "dpmpp-2m":

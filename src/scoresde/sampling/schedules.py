@@ -117,9 +117,8 @@ def make_grid(sde: SDE, schedule, steps: int, eps: float, device=None, dtype=Non
         grid = schedule.to(device=device, dtype=dtype)
         if grid.ndim != 1 or len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()):
             raise ValueError("an explicit schedule must be a 1-D strictly decreasing tensor of >= 2 times")
-        if grid[0].item() > sde.T or grid[-1].item() <= 0:
-            raise ValueError(f"an explicit schedule must lie in (0, T={sde.T}], got "
-                             f"{grid[0].item()} .. {grid[-1].item()}")
-        return grid
+        if grid[-1].item() <= 0:
+            raise ValueError(f"an explicit schedule must end at a time > 0, got {grid[-1].item()}")
+        return grid  # used as given (e.g. another library's timesteps, which may start past T)
     fn = get_schedule(schedule) if isinstance(schedule, str) else schedule
     return fn(sde, steps, eps, device=device, dtype=dtype)
