@@ -127,7 +127,7 @@ def run(quick: bool = False) -> Report:
     batch, steps, repeats = (4, 4, 1) if quick else (128, 10, 7)
     report = Report("fast_solvers")
     table = Table(f"Fast ODE solvers vs references: default U-Net, batch {batch}, {steps} NFE, same x_T "
-                  "and grid", ["SDE", "ours", "reference", "NFE", "max |ours - ref| float32", "float64",
+                  "and grid", ["SDE", "ours", "reference", "NFE", "max abs diff float32", "float64",
                                "ours s", "ref s", "ratio ours / ref"])
     kd = k_diffusion_sampling() is not None
     have_diffusers = optional("diffusers") is not None
