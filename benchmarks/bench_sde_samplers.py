@@ -65,12 +65,26 @@ class _SharedNoise:
         return z * math.sqrt(float(tb - ta))
 
 
+def pc_official_grid(score_fn, sde, shape, steps, snr, generator):
+    """``pc_sample`` on the official / diffusers grid: ``steps`` uniform times T .. eps, each with a
+    corrector step; the official last predictor step (from eps to t <= 0) has the mean of one Tweedie
+    step at eps. Composed of our pieces: pc_sample on that grid, one Langevin step at eps, Tweedie."""
+    from scoresde.sampling import langevin, tweedie_denoise
+
+    grid = torch.linspace(sde.T, sde.sampling_eps, steps)
+    x, _ = pc_sample(score_fn, sde, shape, schedule=grid, snr=snr, denoise=False, generator=generator)
+    t = grid[-1].expand(shape[0])
+    x, _ = langevin(score_fn, sde, x, t, t - (grid[-2] - grid[-1]), snr, generator)
+    torch.randn(shape, generator=generator)  # the official last predictor step's noise, not in its mean
+    return tweedie_denoise(score_fn, sde, x, t)
+
+
 def torchsde_em(score_fn, sde, shape, steps, generator):
-    """torchsde.sdeint(method="euler") from T down to eps - dt with the grid of ``pc_sample``."""
+    """torchsde.sdeint(method="euler") from T down to eps with the grid of ``pc_sample``."""
     import torchsde
 
     eps = sde.sampling_eps
-    dt = (sde.T - eps) / (steps - 1)
+    dt = (sde.T - eps) / steps
     rsde = sde.reverse(score_fn)
     B, D = shape[0], math.prod(shape[1:])
 
@@ -88,7 +102,7 @@ def torchsde_em(score_fn, sde, shape, steps, generator):
     x0 = sde.prior_sampling(shape, generator).view(B, D)
     bm = _SharedNoise((B, D), generator, x0.dtype)
     # dt a hair above the grid step: float round-off cannot add a spurious extra step at the end
-    ts = torch.tensor([0.0, steps * dt], dtype=torch.float64)  # float32 round-off adds steps
+    ts = torch.tensor([0.0, sde.T - eps], dtype=torch.float64)
     ys = torchsde.sdeint(Reverse(), x0, ts, bm=bm, method="euler", dt=dt * (1 + 1e-6))
     return ys[-1].view(shape)
 
@@ -115,7 +129,7 @@ def _cases(steps, timing: Table):
     ve, cases = VESDE(), []
     if optional("diffusers") is not None:
         cases.append((ve, "pc: reverse_diffusion + langevin", "diffusers ScoreSdeVeScheduler",
-                      dict(predictor="reverse_diffusion", corrector="langevin", snr=0.16),
+                      dict(official_grid=True, snr=0.16),
                       lambda sf, sde, sh, n, g: diffusers_pc(sf, sde, sh, n, 0.16, g)))
     else:
         timing.notes.append("diffusers not installed: PC comparison skipped")
@@ -131,6 +145,9 @@ def _cases(steps, timing: Table):
 def _pair(score_fn, sde, kw, ref, shape, steps, seed):
     """Our sampler and the reference as two thunks drawing from generators seeded alike."""
     def ours():
+        if kw.get("official_grid"):  # the reference's own grid and final step (pc_official_grid)
+            gen = torch.Generator().manual_seed(seed)
+            return pc_official_grid(score_fn, sde, shape, steps, kw["snr"], gen)
         return pc_sample(score_fn, sde, shape, steps=steps, generator=torch.Generator().manual_seed(seed),
                          **kw)[0]
 
@@ -175,7 +192,7 @@ def run(quick: bool = False) -> Report:
             best = race({"ours": ours, "ref": theirs, "A/A": ours}, repeats=repeats, rounds=rounds)
             ratio = paired_ratio(rounds, "ours", "ref")
             noise = abs(paired_ratio(rounds, "ours", "A/A") - 1)
-            nfe = steps * (2 if kw["corrector"] != "none" else 1)
+            nfe = steps * (2 if kw.get("corrector", "langevin") != "none" else 1)
             timing.rows.append([sde.name, ours_name, ref_name, steps, nfe, best["ours"] / batch * 1e3,
                                 best["ref"] / batch * 1e3, ratio, diff])
             report.checks.append(Check(name, ratio, 1.0, f"samples agree to {diff:.1e} of their std",

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import bench_ddp
+import bench_fast_solvers
 import bench_likelihood
 import bench_ode
 import bench_overhead
@@ -32,6 +33,7 @@ BENCHES = {
     "overhead": bench_overhead,
     "sde_samplers": bench_sde_samplers,
     "ode": bench_ode,
+    "fast_solvers": bench_fast_solvers,
     "likelihood": bench_likelihood,
     "training": bench_training,
     "ddp": bench_ddp,

@@ -61,11 +61,11 @@ def _tiny_score(sde):
 @torch.inference_mode()
 def test_pc_matches_diffusers_score_sde_ve_loop():
     pytest.importorskip("diffusers")
-    from bench_sde_samplers import diffusers_pc
+    from bench_sde_samplers import diffusers_pc, pc_official_grid
 
     sde = VESDE()
     score_fn, shape = _tiny_score(sde), (3, 1, 8, 8)
-    ours, _ = pc_sample(score_fn, sde, shape, steps=6, snr=0.16, generator=torch.Generator().manual_seed(0))
+    ours = pc_official_grid(score_fn, sde, shape, 6, 0.16, torch.Generator().manual_seed(0))
     theirs = diffusers_pc(score_fn, sde, shape, 6, 0.16, torch.Generator().manual_seed(0))
     assert torch.allclose(ours, theirs, rtol=0, atol=1e-4 * ours.std().item())
 

@@ -128,7 +128,7 @@ def test_sample_and_fid_outputs(work):
     levels = {round(k * 255 / 16) for k in range(17)}
     assert set(images.unique().tolist()) <= levels  # mapped back onto the 17-level grid
     meta = json.loads((work / "samples/digits/ve/pc_3_tweedie.json").read_text())
-    assert (meta["nfe"], meta["steps"], meta["denoise"]) == (6, 3, True)
+    assert (meta["nfe"], meta["steps"], meta["denoise"]) == (7, 3, True)  # 3 x (P + C) + Tweedie
     rk45 = json.loads((work / "samples/digits/ve/ode-rk45_adaptive_tweedie.json").read_text())
     assert rk45["steps"] is None and rk45["predictor"] == "rk45" and rk45["nfe"] > 1
     fid = json.loads((work / "metrics/digits/ve/fid/pc_3_tweedie.json").read_text())

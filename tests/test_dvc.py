@@ -251,7 +251,7 @@ def test_cross_stage_inputs_are_deps(dag):
                 f"stage {stage}: input {f} of rule {job['rule']} is not a dep")
 
 
-DAG_SHAPE_KEYS = {"sample.samplers", "sample.steps", "sample.denoise"}
+DAG_SHAPE_KEYS = {"sample.samplers", "sample.steps", "sample.denoise", "sample.extra_cases"}
 
 
 def test_stage_params_are_the_keys_its_rules_read(dag):

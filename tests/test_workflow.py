@@ -93,7 +93,7 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
     c = cfg.validate(merged)
     n_sde = len(c["sde"]["names"])
     n_case = len(cases.sweep(c["sample"]["samplers"], c["sample"]["steps"],
-                             c["sample"]["denoise"]))
+                             c["sample"]["denoise"], c["sample"]["extra_cases"]))
     counts = _job_counts(proc.stdout)
     assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
                       "report": 1, "sample": n_sde * n_case // len(c["sample"]["denoise"]),
@@ -128,7 +128,7 @@ def test_smoke_config_end_to_end(workdir):
     c = cfg.resolve(str(workdir / ".test/params.yaml"))
     sdes = c["sde"]["names"]
     n_case = len(cases.sweep(c["sample"]["samplers"], c["sample"]["steps"],
-                             c["sample"]["denoise"]))
+                             c["sample"]["denoise"], c["sample"]["extra_cases"]))
 
     metrics = _rows(workdir / "reports/metrics.csv")
     assert len(metrics) == len(sdes) * n_case

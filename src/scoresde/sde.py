@@ -66,30 +66,31 @@ class SDE:
         return 999.0 * t
 
     # --- discretisation --------------------------------------------------------------------------
-    def transition(self, t: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact Gaussian transition from time ``t - dt`` to ``t``: x_t = m x_{t-dt} + sqrt(v) z.
+    def transition(self, t: torch.Tensor, t_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact Gaussian transition from time ``t_prev`` to ``t > t_prev``: x_t = m x_{t_prev} + sqrt(v) z.
 
-        For an affine SDE the marginals give m = a(t) / a(t-dt) and v = s(t)^2 - m^2 s(t-dt)^2.
-        A step that reaches below t = 0 lands on the clean data (a = 1, s = 0).
+        For an affine SDE the marginals give m = a(t) / a(t_prev) and v = s(t)^2 - m^2 s(t_prev)^2.
         """
-        s_prev = torch.clamp(t - dt, min=0.0)
-        at_zero = (t - dt) <= 0
-        a_prev = torch.where(at_zero, torch.ones_like(t), self.mean_coeff(s_prev))
-        std_prev = torch.where(at_zero, torch.zeros_like(t), self.std(s_prev))
-        m = self.mean_coeff(t) / a_prev
-        v = self.std(t) ** 2 - (m * std_prev) ** 2
+        m = self.mean_coeff(t) / self.mean_coeff(t_prev)
+        v = self.std(t) ** 2 - (m * self.std(t_prev)) ** 2
         return m, torch.clamp(v, min=0.0)
 
     def discretize(self, x: torch.Tensor, t: torch.Tensor, dt: float | None = None):
         """Discrete forward step x_{i} = x_{i-1} + f_i + G_i z_i (Appendix E, eq. 44).
 
-        With the default ``dt = T / N`` and the exact transition this is SMLD's geometric noise
-        scales for VE (G_i^2 = sigma_i^2 - sigma_{i-1}^2) and DDPM's chain for VP
-        (f_i = (sqrt(1 - beta_i) - 1) x, G_i = sqrt(beta_i)); any other ``dt`` gives the exact
-        transition for a sampler with another step count.
+        The chain of SMLD / DDPM starts from the clean data x_0 (a = 1, s = 0), so a step whose
+        previous time ``t - dt`` is <= 0 starts from it. With the default ``dt = T / N`` this is
+        SMLD's geometric noise scales for VE (G_i^2 = sigma_i^2 - sigma_{i-1}^2, G_1^2 = sigma_1^2)
+        and DDPM's chain for VP (f_i = (sqrt(1 - beta_i) - 1) x, G_i = sqrt(beta_i)). Samplers do
+        not use it: they step with :meth:`transition` between the times of an explicit grid.
         """
         dt = self.T / self.N if dt is None else dt
-        m, v = self.transition(t, dt)
+        t_prev = t - dt
+        at_data = t_prev <= 0
+        safe = torch.where(at_data, t, t_prev)
+        m, v = self.transition(t, safe)
+        m = torch.where(at_data, self.mean_coeff(t), m)
+        v = torch.where(at_data, self.std(t) ** 2, v)
         return (append_dims(m, x.ndim) - 1.0) * x, v.sqrt()
 
     def langevin_alpha(self, t: torch.Tensor, dt: float | None = None) -> torch.Tensor:

@@ -16,7 +16,10 @@ DATASET = config["data"]["dataset"]
 SDES = config["sde"]["names"]
 IMPORTED = config["select"]["source"] == "imported"  # best.pt from import-official
 CASES = cases.sweep(
-    config["sample"]["samplers"], config["sample"]["steps"], config["sample"]["denoise"]
+    config["sample"]["samplers"],
+    config["sample"]["steps"],
+    config["sample"]["denoise"],
+    config["sample"]["extra_cases"],
 )
 SNAPSHOTS = settings.snapshot_steps(
     config["train"]["n_iters"], config["train"]["snapshot_every"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from scoresde.report import nfe
 from scoresde.report.load import ReportData
 from scoresde.report.paper import PAPER_TAG, paper_reference_table
 from scoresde.report.tables import (
@@ -96,6 +97,15 @@ def sweep_section(data: ReportData, built: Built) -> Section:
     return Section("Sampler sweep", [("text", text), ("table", table)])
 
 
+def goal_section(data: ReportData, built: Built) -> Section | None:
+    """Issue 13's fast-sampler goal: the best case within 10 / 20 NFE against the longest PC run."""
+    if not len(data.fid):
+        return None
+    text = nfe.__doc__.split("\n\n")[1].replace("\n", " ")
+    return Section("Fast samplers against the longest PC run",
+                   [("text", text), ("table", nfe.goal_table(data.fid))])
+
+
 def likelihood_section(data: ReportData, built: Built) -> Section:
     note = (
         "Test-set negative log-likelihood in bits/dim (lower is better) from the probability-flow "
@@ -131,7 +141,7 @@ def provenance_sections(data: ReportData, built: Built) -> list[Section]:
 
 
 # The page, top to bottom. Add a section builder here.
-SECTION_BUILDERS = (intro_section, orderings_section, sweep_section, likelihood_section,
+SECTION_BUILDERS = (intro_section, orderings_section, sweep_section, goal_section, likelihood_section,
                     paper_section, figures_section, provenance_sections)  # fmt: skip
 
 

@@ -15,7 +15,15 @@ ode-heun   probability-flow ODE, fixed-step Heun                       integer
 ode-euler  probability-flow ODE, fixed-step Euler                      integer
 ode-heun-sigma   the same t grid, Heun steps in the noise level (EDM)  integer
 ode-euler-sigma  the same t grid, Euler steps in the noise level       integer
+ode-edm-heun     EDM's Heun in the noise level, Karras grid (rho 7)    integer (2 NFE each)
+ode-dpm-solver-2 DPM-Solver-2, log-SNR-uniform grid                    integer (2 NFE each)
+ode-dpm-solver-3 DPM-Solver-3, log-SNR-uniform grid                    integer (3 NFE each)
+ode-dpmpp-2m     DPM-Solver++(2M), log-SNR-uniform grid                integer (1 NFE each)
 ========== =========================================================== =========
+
+The sweep is samplers x steps x denoise, plus ``extra`` cases ``{sampler}_{steps}`` (each with
+every denoise setting): solvers with several NFE per step run at the steps that give a target
+NFE (``ode-dpm-solver-3_3`` is 9 NFE), and a long reference such as ``pc_1000``.
 
 ``denoise`` is ``tweedie`` (a final Tweedie step, the last update's mean) or ``none``.
 """
@@ -36,6 +44,10 @@ SAMPLERS: dict[str, tuple[str, str | None]] = {
     "ode-euler": ("euler", None),
     "ode-heun-sigma": ("heun-sigma", None),
     "ode-euler-sigma": ("euler-sigma", None),
+    "ode-edm-heun": ("edm-heun", None),
+    "ode-dpm-solver-2": ("dpm-solver-2", None),
+    "ode-dpm-solver-3": ("dpm-solver-3", None),
+    "ode-dpmpp-2m": ("dpmpp-2m", None),
 }
 ADAPTIVE = ("ode-rk45",)
 DENOISE = ("tweedie", "none")
@@ -77,13 +89,27 @@ def case_name(sampler: str, steps: int | str | None, denoise: str) -> str:
     return f"{sampler}_{'adaptive' if steps is None else steps}_{denoise}"
 
 
-def sweep(samplers: Sequence[str], steps: Sequence[int], denoise: Sequence[str]) -> list[str]:
-    """All case names of the sweep; adaptive samplers appear once per denoise setting."""
+def parse_extra(case: str) -> tuple[str, int | None]:
+    """(sampler, steps) of an extra case ``{sampler}_{steps}``, e.g. ``pc_1000``."""
+    sampler, sep, steps = str(case).rpartition("_")
+    if not sep:
+        raise ValueError(f"extra case {case!r} is not '{{sampler}}_{{steps}}' (e.g. pc_1000, "
+                         "ode-dpmpp-2m_10)")
+    return sampler, parse_steps(sampler, steps)
+
+
+def sweep(samplers: Sequence[str], steps: Sequence[int], denoise: Sequence[str],
+          extra: Sequence[str] = ()) -> list[str]:
+    """All case names of the sweep (samplers x steps x denoise, then the ``extra`` cases);
+    adaptive samplers appear once per denoise setting; no name twice."""
     names = []
     for sampler in samplers:
         counts = [None] if sampler in ADAPTIVE else steps
         names += [case_name(sampler, k, d) for k in counts for d in denoise]
-    return names
+    for case in extra:
+        sampler, k = parse_extra(case)
+        names += [case_name(sampler, k, d) for d in denoise]
+    return list(dict.fromkeys(names))
 
 
 def wildcard_constraints() -> dict[str, str]:
@@ -119,10 +145,11 @@ def run_sampler(score_fn, sde, shape, sampler: str, steps: int | None,
 
     predictor, corrector = check_sampler(sampler)
     if corrector is not None:
-        x, x_mean, nfe = pc_trajectory(score_fn, sde, shape, steps, predictor, corrector, snr,
-                                       corrector_steps, eps, generator, device)
-        return {d: (_check_finite(x_mean if d else x, "pc_sample"), nfe) for d in denoise}
-    x, nfe = ode_trajectory(score_fn, sde, shape, method=predictor, steps=steps, rtol=rtol,
-                            atol=atol, eps=eps, generator=generator, device=device)
-    return {d: (_check_finite(final_tweedie(score_fn, sde, x, eps) if d else x, "ode_sample"),
+        x, nfe = pc_trajectory(score_fn, sde, shape, steps, predictor, corrector, snr,
+                               corrector_steps, eps, generator, device)
+    else:
+        x, nfe = ode_trajectory(score_fn, sde, shape, method=predictor, steps=steps, rtol=rtol,
+                                atol=atol, eps=eps, generator=generator, device=device)
+    what = "ode_sample" if corrector is None else "pc_sample"
+    return {d: (_check_finite(final_tweedie(score_fn, sde, x, eps) if d else x, what),
                 nfe + int(d)) for d in denoise}

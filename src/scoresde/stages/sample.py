@@ -6,8 +6,11 @@ fields (dataset, sde, sampler, predictor, corrector, steps, denoise, nfe, second
 and the resolved parameters, for each denoise setting asked for: the Tweedie on / off cases of
 a (sampler, steps) pair come from one trajectory, and ``seconds`` is that run's wall time.
 Sample i uses a generator seeded from ``sample.seed`` and i, so every case starts from the same
-prior draws and the result does not depend on the batch size (except through the adaptive
-solver's shared step sizes).
+prior draws x_T. The samples of the fixed-step ODE methods and of the predictor-only samplers do
+not depend on the batch size; those of the Langevin corrector (``pc``, ``c``: its step size uses
+norms averaged over the batch) and of RK45 (step sizes shared by the batch) do.
+With ``tweedie`` the result is one Tweedie step at eps after the sampler lands there, and ``nfe``
+counts it.
 """
 
 from __future__ import annotations
