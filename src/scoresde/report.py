@@ -989,6 +989,7 @@ def build_report(
     benchmark_files: Sequence[str | os.PathLike] = (),
     title: str = "Score-SDE reproduction report",
     repo_dir: str | os.PathLike | None = None,
+    controllable_files: Sequence[str | os.PathLike] = (),
 ) -> dict:
     """Write metrics.csv, likelihood.csv, report.html, report.md and figures/ into ``out_dir``.
 
@@ -1007,6 +1008,13 @@ def build_report(
     figures = make_figures(fid, nll, out_dir / "figures", checkpoints_dir, samples_dir)
     orderings = paper_orderings(fid, nll)
     sections = _sections(fid, nll, orderings, provenance(config, benchmark_files, repo_dir))
+    if controllable_files:  # controllable generation: see report_controllable.py
+        from .report_controllable import controllable_section
+
+        extra = controllable_section(controllable_files, out_dir, samples_dir)
+        at = [h for h, _, _ in sections].index("Figures")
+        sections[at:at] = extra["sections"]
+        figures += extra["figures"]
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     _write_text(html_path, render_html(sections, figures, title))
     _write_text(md_path, render_markdown(sections, figures, title, "figures"))
