@@ -67,7 +67,8 @@ def test_psnr_and_ssim():
     gen = torch.Generator().manual_seed(0)
     ref = torch.randint(20, 230, (4, 1, 8, 8), generator=gen).to(torch.uint8)
     off = ref + 10
-    assert torch.allclose(psnr(off, ref), torch.full((4,), 10 * math.log10(255**2 / 100), dtype=torch.float64))
+    expected = torch.full((4,), 10 * math.log10(255**2 / 100), dtype=torch.float64)
+    assert torch.allclose(psnr(off, ref), expected)
     region = torch.zeros(4, 1, 8, 8, dtype=torch.bool)
     region[..., :4] = True
     half = torch.where(region, off, ref)
@@ -106,7 +107,7 @@ def test_classifier_for_another_sde_or_dataset_is_refused(tmp_path):
 
 
 def test_report_section(tmp_path):
-    samples = tmp_path / "samples" / "digits" / "vp"
+    samples = tmp_path / "controllable" / "digits" / "vp"
     (samples / "inpaint").mkdir(parents=True)
     images = torch.randint(0, 255, (4, 1, 8, 8), dtype=torch.uint8)
     torch.save({"images": images, "labels": torch.tensor([0, 0, 1, 1])}, samples / "conditional.pt")
@@ -116,12 +117,12 @@ def test_report_section(tmp_path):
              "n": 2, "nfe": 6, "accuracy": 0.5, "fid": 3.0},
             {"dataset": "digits", "sde": "vp", "task": "inpaint", "case": "left / smc",
              "mask": "left", "method": "smc", "n": 4, "nfe": 4, "psnr": 20.0, "ssim": 0.7, "fid": 1.0}]
-    (tmp_path / "m.json").write_text(json.dumps({"rows": rows}))
+    (samples / "m.json").write_text(json.dumps({"rows": rows}))
     out = tmp_path / "reports"
     out.mkdir()
     (out / "metrics.json").write_text(json.dumps({"digits/vp/pc_10_tweedie/fid": 5.0}))
-    result = controllable_section([tmp_path / "m.json"], out, tmp_path / "samples")
-    df = load_rows([tmp_path / "m.json"])
+    result = controllable_section([samples / "m.json"], out)
+    df = load_rows([samples / "m.json"])
     assert len(df) == 2 and (out / "controllable.csv").is_file()
     merged = json.loads((out / "metrics.json").read_text())
     assert merged["digits/vp/pc_10_tweedie/fid"] == 5.0

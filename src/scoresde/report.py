@@ -1011,7 +1011,7 @@ def build_report(
     if controllable_files:  # controllable generation: see report_controllable.py
         from .report_controllable import controllable_section
 
-        extra = controllable_section(controllable_files, out_dir, samples_dir)
+        extra = controllable_section(controllable_files, out_dir)
         at = [h for h, _, _ in sections].index("Figures")
         sections[at:at] = extra["sections"]
         figures += extra["figures"]

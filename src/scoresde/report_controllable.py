@@ -49,7 +49,7 @@ def _grid(ax, images: torch.Tensor, title: str, cols: int) -> None:
     ax.axis("off")
 
 
-def plot_sde(dataset: str, sde: str, samples_dir: Path, df: pd.DataFrame):
+def plot_sde(dataset: str, sde: str, base: Path, df: pd.DataFrame):
     """Left: conditional samples, one row per class. Right: per mask, the masked inputs, each
     method's completions and the ground truth, one row each."""
     import matplotlib
@@ -57,7 +57,6 @@ def plot_sde(dataset: str, sde: str, samples_dir: Path, df: pd.DataFrame):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    base = samples_dir / dataset / sde
     panels = []
     cond = base / "conditional.pt"
     if cond.is_file():
@@ -89,6 +88,12 @@ def plot_sde(dataset: str, sde: str, samples_dir: Path, df: pd.DataFrame):
     return fig
 
 
+def plt_close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
 def flat_metrics(df: pd.DataFrame) -> dict:
     out = {}
     for r in df.to_dict("records"):
@@ -100,7 +105,7 @@ def flat_metrics(df: pd.DataFrame) -> dict:
     return out
 
 
-def controllable_section(files: Sequence, out_dir, samples_dir=None) -> dict:
+def controllable_section(files: Sequence, out_dir) -> dict:
     """Write controllable.csv and the figures, merge the DVC metrics; returns
     ``{"sections": [(heading, kind, payload)], "figures": [figure dicts]}`` for the report."""
     from scoresde.checkpoint import atomic_write
@@ -115,20 +120,22 @@ def controllable_section(files: Sequence, out_dir, samples_dir=None) -> dict:
     with atomic_write(metrics_json) as tmp:
         Path(tmp).write_text(json.dumps(merged, indent=2) + "\n")
     figures = []
-    if samples_dir is not None:
-        for (dataset, sde), sub in df.groupby(["dataset", "sde"], sort=False):
-            fig = plot_sde(dataset, sde, Path(samples_dir), sub)
-            if fig is None:
-                continue
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=110)
-            path = out_dir / "figures" / f"controllable_{dataset}_{sde}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(path) as tmp:
-                Path(tmp).write_bytes(buf.getvalue())
-            figures.append({"name": path.stem, "png": buf.getvalue(), "path": path,
-                            "caption": f"{dataset}, {sde} SDE: class-conditional samples and "
-                                       "inpainting (masked input / completions / ground truth)."})
+    bases = {(r["dataset"], r["sde"]): Path(path).parent  # the samples lie beside the metrics
+             for path in files for r in json.loads(Path(path).read_text())["rows"]}
+    for (dataset, sde), sub in df.groupby(["dataset", "sde"], sort=False):
+        fig = plot_sde(dataset, sde, bases[(dataset, sde)], sub)
+        if fig is None:
+            continue
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt_close(fig)
+        path = out_dir / "figures" / f"controllable_{dataset}_{sde}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp:
+            Path(tmp).write_bytes(buf.getvalue())
+        figures.append({"name": path.stem, "png": buf.getvalue(), "path": path,
+                        "caption": f"{dataset}, {sde} SDE: class-conditional samples and "
+                                   "inpainting (masked input / completions / ground truth)."})
     table = df.drop(columns=["dataset"]).dropna(axis=1, how="all").round(4)
     return {"sections": [("Controllable generation", "text", NOTE), (None, "table", table)],
             "figures": figures}

@@ -1,5 +1,6 @@
 # Controllable generation (paper section 5): noise-conditional classifier, class-conditional
-# samples and inpainting, per SDE of controllable.sdes (default: all), when controllable.enabled.
+# samples and inpainting, per SDE of controllable.sdes, when controllable.enabled. Everything
+# goes under controllable/{dataset}/{sde}/ (one DVC out).
 CTRL = config["controllable"]
 CTRL_SDES = [s for s in (CTRL["sdes"] or SDES) if s in SDES] if CTRL["enabled"] else []
 INPAINT_CASES = expand(
@@ -10,7 +11,7 @@ INPAINT_CASES = expand(
 def controllable_results(wildcards=None):
     """The metrics JSONs the report's controllable section reads (none when disabled)."""
     return expand(
-        "metrics/{dataset}/{sde}/{task}.json",
+        "controllable/{dataset}/{sde}/{task}.json",
         dataset=DATASET,
         sde=CTRL_SDES,
         task=["conditional", "inpaint"],
@@ -33,7 +34,7 @@ rule train_classifier:
         train="data/processed/{dataset}/train.pt",
         test="data/processed/{dataset}/test.pt",
     output:
-        "checkpoints/{dataset}/{sde}/classifier.pt",
+        "controllable/{dataset}/{sde}/classifier.pt",
     log:
         "logs/train_classifier/{dataset}/{sde}.log",
     benchmark:
@@ -57,12 +58,12 @@ rule train_classifier:
 rule conditional_sample:
     input:
         checkpoint="checkpoints/{dataset}/{sde}/best.pt",
-        classifier="checkpoints/{dataset}/{sde}/classifier.pt",
+        classifier="controllable/{dataset}/{sde}/classifier.pt",
         train="data/processed/{dataset}/train.pt",
         extractor="checkpoints/{dataset}/fid_features.pt",
     output:
-        samples="samples/{dataset}/{sde}/conditional.pt",
-        metrics="metrics/{dataset}/{sde}/conditional.json",
+        samples="controllable/{dataset}/{sde}/conditional.pt",
+        metrics="controllable/{dataset}/{sde}/conditional.json",
     log:
         "logs/conditional_sample/{dataset}/{sde}.log",
     benchmark:
@@ -94,10 +95,10 @@ rule inpaint:
         extractor="checkpoints/{dataset}/fid_features.pt",
     output:
         completions=expand(
-            "samples/{{dataset}}/{{sde}}/inpaint/{case}.pt", case=INPAINT_CASES
+            "controllable/{{dataset}}/{{sde}}/inpaint/{case}.pt", case=INPAINT_CASES
         ),
-        inputs="samples/{dataset}/{sde}/inpaint/inputs.pt",
-        metrics="metrics/{dataset}/{sde}/inpaint.json",
+        inputs="controllable/{dataset}/{sde}/inpaint/inputs.pt",
+        metrics="controllable/{dataset}/{sde}/inpaint.json",
     log:
         "logs/inpaint/{dataset}/{sde}.log",
     benchmark:
