@@ -76,13 +76,12 @@ def plot_sde(dataset: str, sde: str, base: Path, df: pd.DataFrame):
                 path = base / "inpaint" / f"{mask}_{method}.pt"
                 stack.append(torch.load(path, weights_only=True)["images"][:n])
             stack.append(shown["truth"][:n])
-            rows = ", ".join(["masked input", *methods, "ground truth"])
-            panels.append((f"{mask} mask; rows: {rows}", torch.cat(stack), n))
+            panels.append((f"{mask} mask", torch.cat(stack), n))
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2), squeeze=False)
     for ax, (title, images, cols) in zip(axes[0], panels, strict=True):
-        _grid(ax, images, title.replace("; ", "\n"), cols)
+        _grid(ax, images, title, cols)
     fig.suptitle(f"{dataset}, {sde} SDE: controllable generation", fontsize=10)
     fig.tight_layout()
     return fig
@@ -134,8 +133,10 @@ def controllable_section(files: Sequence, out_dir) -> dict:
         with atomic_write(path) as tmp:
             Path(tmp).write_bytes(buf.getvalue())
         figures.append({"name": path.stem, "png": buf.getvalue(), "path": path,
-                        "caption": f"{dataset}, {sde} SDE: class-conditional samples and "
-                                   "inpainting (masked input / completions / ground truth)."})
+                        "caption": f"{dataset}, {sde} SDE: class-conditional samples (row k = "
+                                   "class k) and, per mask, rows: masked input (missing = black), "
+                                   f"completions by {', '.join(dict.fromkeys(sub['method'].dropna()))}, "
+                                   "ground truth (test images)."})
     table = df.drop(columns=["dataset"]).dropna(axis=1, how="all").round(4)
     return {"sections": [("Controllable generation", "text", NOTE), (None, "table", table)],
             "figures": figures}
