@@ -91,6 +91,13 @@ def _call_step(fn, score_fn, sde, x, t, t_next, *extra, generator=None):
     return fn(score_fn, sde, x, t, float(t[0] - t_next[0]), *extra, generator=generator)
 
 
+def _transition(sde: SDE, t, t_prev):
+    """The exact forward transition from t_prev to t > t_prev: x_t = m x_{t_prev} + sqrt(v) z with
+    m = a(t) / a(t_prev), v = s(t)^2 - m^2 s(t_prev)^2 (from the marginals; both times > 0)."""
+    m = sde.mean_coeff(t) / sde.mean_coeff(t_prev)
+    return m, torch.clamp(sde.std(t) ** 2 - (m * sde.std(t_prev)) ** 2, min=0.0)
+
+
 def _observed_draw(sde: SDE, y, t, generator):
     """A draw of y(t) ~ p_0t(y(t) | y) = N(a(t) y, s(t)^2 I), and its mean."""
     mean, std = sde.marginal_prob(y, t)
@@ -200,14 +207,14 @@ def _replace(score_fn, sde, y, mask, steps, predictor, corrector, snr, eps, deno
         t, t_next = times[i].expand(B), times[j].expand(B)
         if j > i:  # a reverse step: corrector at t, predictor t -> t_next, each then replaced
             if corrector != "none":
-                x, _ = _call_step(correct, score_fn, sde, x, t, t, snr, generator=generator)
+                x, _ = _call_step(correct, score_fn, sde, x, t, t_next, snr, generator=generator)
                 x, nfe = observe(x, t), nfe + 1
             if predictor != "none":
                 x, _ = _call_step(predict, score_fn, sde, x, t, t_next, generator=generator)
                 nfe += 1
             x = observe(x, t_next)
         else:  # RePaint: diffuse forward from t to t_next > t by the exact kernel
-            m, v = sde.transition(t_next, float(t_next[0] - t[0]))
+            m, v = _transition(sde, t_next, t)
             z = randn(x.shape, generator, x.device, x.dtype)
             x = append_dims(m, x.ndim) * x + append_dims(v.sqrt(), x.ndim) * z
             x = observe(x, t_next)
@@ -225,8 +232,7 @@ def gaussian_kernel(score_fn, sde: SDE, x, t, t_next, predictor: str = "reverse_
     ``reverse_diffusion`` (eq. 46): mean = x - f + G^2 s, std = G with the exact forward transition
     from t_next to t; ``ancestral``: the posterior q(x(t_next) | x(t), x0_hat) of the Tweedie estimate.
     """
-    dt = t - t_next
-    m, v = sde.transition(t, float(dt[0]))
+    m, v = _transition(sde, t, t_next)
     score = score_fn(x, t)
     if predictor == "reverse_diffusion":
         mean = x - (append_dims(m, x.ndim) - 1.0) * x + append_dims(v, x.ndim) * score
