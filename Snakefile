@@ -20,6 +20,7 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/fid.smk"
 include: "workflow/rules/likelihood.smk"
+include: "workflow/rules/controllable.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -95,10 +95,13 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
     n_case = len(cases.sweep(c["sample"]["samplers"], c["sample"]["steps"],
                              c["sample"]["denoise"], c["sample"]["extra_cases"]))
     counts = _job_counts(proc.stdout)
+    ctrl = c["controllable"]  # one classifier, conditional-sample and inpaint job per SDE
+    n_ctrl = ctrl["enabled"] * len(set(ctrl["sdes"] or c["sde"]["names"]) & set(c["sde"]["names"]))
+    controllable = {r: n_ctrl for r in ("train_classifier", "conditional_sample", "inpaint") if n_ctrl}
     assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
                       "report": 1, "sample": n_sde * n_case // len(c["sample"]["denoise"]),
                       "select_checkpoint": n_sde,
-                      "train": n_sde, "train_features": 1}, proc.stdout
+                      "train": n_sde, "train_features": 1, **controllable}, proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,11 @@ rule dvc_sample:
         expand(rules.fid.input.meta, dataset=DATASET, sde=SDES),
 
 
+rule dvc_controllable:
+    input:
+        controllable_results,
+
+
 rule dvc_evaluate:
     input:
         fid_results,

@@ -136,7 +136,7 @@ def cmd_report(args) -> None:
     for path in map(Path, args.benchmarks):
         benchmarks += sorted(path.rglob("*.tsv")) if path.is_dir() else [path]
     report.run(_params(args), args.fid, args.nll, args.out_dir, args.checkpoints_dir,
-               args.samples_dir, [str(p) for p in benchmarks])
+               args.samples_dir, [str(p) for p in benchmarks], args.controllable)
 
 
 def cmd_validate_config(args) -> None:
@@ -262,8 +262,10 @@ def _add_stage_parsers(sub) -> None:
     _path(p, "--benchmarks", "Snakemake benchmark TSVs or folders of them (stage times)",
           nargs="*",
           required=False)
+    _path(p, "--controllable", "input: controllable-generation metrics JSONs", nargs="*",
+          required=False)
     _common(p, device=False)
-    p.set_defaults(func=cmd_report, benchmarks=[])
+    p.set_defaults(func=cmd_report, benchmarks=[], controllable=[])
 
     p = sub.add_parser("import-official", help="convert a released score_sde_pytorch "
                        "checkpoint (DDPM++ / NCSN++) to best.pt for the sample/fid/likelihood "
@@ -294,6 +296,76 @@ def _add_stage_parsers(sub) -> None:
     p.set_defaults(func=cmd_validate_config)
 
 
+# --------------------------------------------------------------------------- controllable
+
+
+def cmd_train_classifier(args) -> None:
+    from scoresde.stages import controllable
+
+    sde = _check_sde(args.sde)
+    params = _params(args)
+    controllable.train_classifier(job_params(params, "train-classifier", sde), args.data,
+                                  args.test, sde, args.out,
+                                  **_runtime(args, params, "controllable"))
+
+
+def cmd_conditional_sample(args) -> None:
+    from scoresde.stages import controllable
+
+    sde = _check_sde(args.sde)
+    params = _params(args)
+    controllable.conditional_sample(job_params(params, "conditional-sample", sde),
+                                    args.checkpoint, args.classifier, args.data, args.extractor,
+                                    args.out, args.metrics, expect_sde=sde,
+                                    **_runtime(args, params, "controllable"))
+
+
+def cmd_inpaint(args) -> None:
+    from scoresde.stages import controllable
+
+    sde = _check_sde(args.sde)
+    params = _params(args)
+    controllable.inpaint(job_params(params, "inpaint", sde), args.checkpoint, args.data,
+                         args.extractor, args.reference, args.masks, args.methods, args.out,
+                         args.inputs_out, args.metrics, expect_sde=sde,
+                         **_runtime(args, params, "controllable"))
+
+
+def _add_controllable_parsers(sub) -> None:
+    p = sub.add_parser("train-classifier", help="noise-conditional classifier p_t(y | x(t))")
+    _path(p, "--data", "input: processed training split")
+    _path(p, "--test", "input: processed test split (reports accuracy)", required=False)
+    _sde_arg(p, required=True)
+    _path(p, "--out", "output: classifier checkpoint")
+    _common(p)
+    p.set_defaults(func=cmd_train_classifier)
+
+    p = sub.add_parser("conditional-sample", help="class-conditional samples, accuracy, FID")
+    _path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
+    _path(p, "--classifier", "input: classifier checkpoint of the same dataset and SDE")
+    _path(p, "--data", "input: processed training split (per-class FID reference)")
+    _path(p, "--extractor", "input: FID feature classifier checkpoint")
+    _path(p, "--out", "output: samples (images, labels)")
+    _path(p, "--metrics", "output: metrics JSON (one row per class)")
+    _sde_arg(p, required=False)
+    _common(p)
+    p.set_defaults(func=cmd_conditional_sample)
+
+    p = sub.add_parser("inpaint", help="complete masked test images; PSNR, SSIM, FID")
+    _path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
+    _path(p, "--data", "input: processed test split (ground truth)")
+    _path(p, "--extractor", "input: FID feature classifier checkpoint")
+    _path(p, "--reference", "input: FID reference set")
+    p.add_argument("--masks", nargs="+", required=True, help="centre, left and/or random")
+    p.add_argument("--methods", nargs="+", required=True, help="replace, repaint and/or smc")
+    _path(p, "--out", "output: completions, one per (mask, method), masks outermost", nargs="+")
+    _path(p, "--inputs-out", "output: ground truth and masked inputs (for the figures)")
+    _path(p, "--metrics", "output: metrics JSON (one row per (mask, method))")
+    _sde_arg(p, required=False)
+    _common(p)
+    p.set_defaults(func=cmd_inpaint)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m scoresde",
@@ -303,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                "sample -> fid; likelihood; report. Run `python -m scoresde STAGE --help`.")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
     _add_stage_parsers(sub)
+    _add_controllable_parsers(sub)
     return parser
 
 

@@ -119,6 +119,35 @@ def report_figures():
     }
 
 
+# Controllable generation (controllable.smk): which SDEs, which inpainting cases.
+CTRL = config["controllable"]
+CTRL_SDES = [s for s in (CTRL["sdes"] or SDES) if s in SDES] if CTRL["enabled"] else []
+INPAINT_CASES = expand(
+    "{mask}_{method}", mask=CTRL["inpaint"]["masks"], method=CTRL["inpaint"]["methods"]
+)
+
+
+def controllable_results(wildcards=None):
+    """The metrics JSONs the report's controllable section reads (none when disabled)."""
+    return expand(
+        "controllable/{dataset}/{sde}/{task}.json",
+        dataset=DATASET,
+        sde=CTRL_SDES,
+        task=["conditional", "inpaint"],
+    )
+
+
+def controllable_outputs():
+    """The report's controllable outputs: the tidy table and one figure per SDE."""
+    if not CTRL_SDES:
+        return {}
+    figs = {
+        f"controllable_{sde}": f"reports/figures/controllable_{DATASET}_{sde}.png"
+        for sde in CTRL_SDES
+    }
+    return {"controllable_csv": "reports/controllable.csv", **figs}
+
+
 def slurm_preflight():
     """Fail before the first sbatch if the cluster cannot run this DAG."""
     import subprocess

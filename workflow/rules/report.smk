@@ -16,8 +16,10 @@ rule report:
                 "checkpoints/{dataset}/{sde}/selection.csv", dataset=DATASET, sde=SDES
             )
         ),
+        controllable=controllable_results,
     output:
         **report_figures(),
+        **controllable_outputs(),
         metrics=report(
             "reports/metrics.csv",
             caption="../report/metrics.rst",
@@ -63,4 +65,5 @@ rule report:
     shell:
         "python -m scoresde report --params-json {params.cfg:q} --fid {input.fid} "
         "--nll {input.nll} --out-dir reports --checkpoints-dir checkpoints "
-        "--samples-dir samples --benchmarks logs/benchmarks > {log} 2>&1"
+        "--samples-dir samples --benchmarks logs/benchmarks "
+        "--controllable {input.controllable} > {log} 2>&1"

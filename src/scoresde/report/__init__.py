@@ -92,6 +92,7 @@ def build_report(
     repo_dir: str | os.PathLike | None = None,
     confidence: float = 0.95,
     inputs: dict | None = None,
+    controllable_files: Sequence[str | os.PathLike] = (),
     sections=SECTION_BUILDERS,
     figures=FIGURE_BUILDERS,
 ) -> dict:
@@ -103,6 +104,8 @@ def build_report(
     resolved configuration (shown verbatim). ``benchmark_files``: Snakemake benchmark TSVs for
     wall time per stage. ``repo_dir``: where to ask git for the commit. ``confidence``: level of
     every interval and ordering decision. ``inputs``: further named files for added sections.
+    ``controllable_files``: the controllable stages' metrics JSONs (:mod:`scoresde.report.controllable`:
+    reports/controllable.csv, its figures and a section before the figures).
     ``sections`` / ``figures``: the builders to run (default: all of the report's).
     Also writes the DVC files ``metrics.json``, ``fid_vs_steps.csv`` and ``train_loss.csv``.
     Returns the paths written plus the orderings as ``(statement, verdict, evidence)``, verdict
@@ -122,6 +125,13 @@ def build_report(
                   figures=make_figures(data, out_dir / "figures", figures),
                   provenance=provenance(config, benchmark_files, repo_dir))  # fmt: skip
     page = build_sections(data, built, sections)
+    if controllable_files:
+        from scoresde.report.controllable import controllable_section
+
+        extra = controllable_section(controllable_files, out_dir)
+        at = next((i for i, sec in enumerate(page) if sec.heading == "Figures"), len(page))
+        page.insert(at, extra["section"])
+        built.figures += extra["figures"]
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     write_text(html_path, render_html(page, title))
     write_text(md_path, render_markdown(page, title, "figures"))

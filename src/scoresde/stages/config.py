@@ -21,7 +21,7 @@ import yaml
 
 SCHEMA_RELPATH = Path("workflow/schemas/params.schema.yaml")
 SDE_NAMES = ("ve", "vp", "subvp")
-GROUPS = ("data", "model", "sde", "train", "select", "sample", "eval", "report")
+GROUPS = ("data", "model", "sde", "train", "select", "sample", "eval", "report", "controllable")
 
 
 class ConfigError(ValueError):
@@ -236,6 +236,10 @@ STAGE_KEYS = {
     "fid": ("eval.fid", "eval.inception_weights"),
     "likelihood": ("eval.likelihood",),
     "report": GROUPS,
+    "train-classifier": ("data.centered", "model.fourier_scale", "sde", "train.dequantize",
+                         "controllable.classifier"),
+    "conditional-sample": ("controllable.conditional", "sample.snr"),
+    "inpaint": ("controllable.inpaint", "sample.snr"),
 }
 # How a job runs rather than what it computes, and which cases exist rather than how one is
 # drawn: left out of a job's parameters, so changing them reruns no finished job.

@@ -1,0 +1,143 @@
+"""The report's controllable-generation section: reports/controllable.csv, one figure per SDE
+(class-conditional samples, one row per class; masked inputs / completions / ground truth per
+mask and method), the metrics table, and ``{dataset}/{sde}/controllable/...`` entries merged into
+reports/metrics.json for DVC. The paper makes no numeric claim here; the numbers are ours."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+COLUMNS = ["dataset", "sde", "task", "case", "mask", "method", "class", "n", "steps", "nfe",
+           "accuracy", "fid", "psnr", "ssim", "seconds"]
+
+NOTE = (
+    "Controllable generation (paper section 5, App. I); the paper reports no numbers for it, so "
+    "these are ours. Class-conditional: the score plus the gradient of a noise-conditional "
+    "classifier trained for the same SDE (scale 1 = Bayes' rule); accuracy = fraction of samples "
+    "of class k that the pipeline's digits classifier (the FID feature extractor) labels k; FID "
+    "per class against that class's training images (few samples: noisy, compare only within "
+    "this table). Inpainting of held-out test images: replace = the paper's imputation (biased "
+    "even with the exact score), repaint = with RePaint's resampling, smc = MCGDiff particles "
+    "(asymptotically exact); PSNR over the missing pixels, SSIM over the whole image (5x5 "
+    "Gaussian window), FID of the completions against the reference set.")
+
+
+def load_rows(files: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    rows = []
+    for path in files:
+        rows += json.loads(Path(path).read_text())["rows"]
+    df = pd.DataFrame(rows)
+    for col in COLUMNS:
+        if col not in df:
+            df[col] = None
+    return df[COLUMNS]
+
+
+def _grid(ax, images: torch.Tensor, title: str, cols: int) -> None:
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.float() / 255.0, nrow=cols, padding=1, pad_value=1.0)
+    ax.imshow(grid.permute(1, 2, 0).numpy().clip(0, 1), cmap="gray", interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def plot_sde(dataset: str, sde: str, base: Path, df: pd.DataFrame):
+    """Left: conditional samples, one row per class. Right: per mask, the masked inputs, each
+    method's completions and the ground truth, one row each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    cond = base / "conditional.pt"
+    if cond.is_file():
+        obj = torch.load(cond, weights_only=True)
+        labels, images = obj["labels"], obj["images"]
+        per = min(int((labels == 0).sum()), 8)
+        rows = [images[labels == k][:per] for k in sorted(set(labels.tolist()))]
+        panels.append(("class-conditional samples (row k = class k)", torch.cat(rows), per))
+    inputs = base / "inpaint" / "inputs.pt"
+    if inputs.is_file():
+        shown = torch.load(inputs, weights_only=True)
+        n = min(8, len(shown["truth"]))
+        for mask in dict.fromkeys(df.loc[df["task"] == "inpaint", "mask"]):
+            stack = [shown[f"masked_{mask}"][:n]]
+            methods = df.loc[(df["task"] == "inpaint") & (df["mask"] == mask), "method"]
+            for method in methods:
+                path = base / "inpaint" / f"{mask}_{method}.pt"
+                stack.append(torch.load(path, weights_only=True)["images"][:n])
+            stack.append(shown["truth"][:n])
+            panels.append((f"{mask} mask", torch.cat(stack), n))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2), squeeze=False)
+    for ax, (title, images, cols) in zip(axes[0], panels, strict=True):
+        _grid(ax, images, title, cols)
+    fig.suptitle(f"{dataset}, {sde} SDE: controllable generation", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plt_close(fig) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def flat_metrics(df: pd.DataFrame) -> dict:
+    out = {}
+    for r in df.to_dict("records"):
+        key = f"{r['dataset']}/{r['sde']}/controllable/{r['task']}/{r['case'].replace(' / ', '_')}"
+        for metric in ("accuracy", "fid", "psnr", "ssim"):
+            value = r.get(metric)
+            if value is not None and not pd.isna(value):
+                out[f"{key}/{metric}"] = float(value)
+    return out
+
+
+def controllable_section(files: Sequence, out_dir) -> dict:
+    """Write controllable.csv and the figures, merge the DVC metrics; returns
+    ``{"section": Section, "figures": [figure dicts]}`` for the report."""
+    from scoresde.checkpoint import atomic_write
+    from scoresde.report.sections import Section
+
+    out_dir = Path(out_dir)
+    df = load_rows(files)
+    with atomic_write(out_dir / "controllable.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    metrics_json = out_dir / "metrics.json"
+    merged = json.loads(metrics_json.read_text()) if metrics_json.is_file() else {}
+    merged.update(flat_metrics(df))
+    with atomic_write(metrics_json) as tmp:
+        Path(tmp).write_text(json.dumps(merged, indent=2) + "\n")
+    figures = []
+    bases = {(r["dataset"], r["sde"]): Path(path).parent  # the samples lie beside the metrics
+             for path in files for r in json.loads(Path(path).read_text())["rows"]}
+    for (dataset, sde), sub in df.groupby(["dataset", "sde"], sort=False):
+        fig = plot_sde(dataset, sde, bases[(dataset, sde)], sub)
+        if fig is None:
+            continue
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110)
+        plt_close(fig)
+        path = out_dir / "figures" / f"controllable_{dataset}_{sde}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as tmp:
+            Path(tmp).write_bytes(buf.getvalue())
+        figures.append({"name": path.stem, "png": buf.getvalue(), "path": path,
+                        "caption": f"{dataset}, {sde} SDE: class-conditional samples (row k = "
+                                   "class k) and, per mask, rows: masked input (missing = black), "
+                                   f"completions by {', '.join(dict.fromkeys(sub['method'].dropna()))}, "
+                                   "ground truth (test images)."})
+    table = df.drop(columns=["dataset"]).dropna(axis=1, how="all").round(4)
+    return {"section": Section("Controllable generation", [("text", NOTE), ("table", table)]),
+            "figures": figures}

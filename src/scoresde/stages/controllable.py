@@ -1,0 +1,346 @@
+"""Controllable-generation stages (paper section 5): train-classifier, conditional-sample, inpaint.
+
+* ``train-classifier``: the noise-conditional classifier p_t(y | x(t)) of one SDE, trained with
+  cross-entropy on x(t) from that SDE's perturbation kernel of the training split (in the score
+  model's data space), saved with its dataset, SDE and data map so that a mismatch is refused.
+* ``conditional-sample``: ``n_per_class`` samples per class with the score plus the classifier's
+  gradient (``conditional_score``, PC sampler); metrics per class: accuracy by the pipeline's
+  digits classifier (the FID feature extractor) and FID against that class's training images.
+* ``inpaint``: for each mask (``centre`` box, ``left`` half, ``random`` 50% of pixels) and method
+  (``replace``, ``repaint``, ``smc``) completes the first ``n_images`` test images; metrics: PSNR
+  over the missing pixels and SSIM (whole image) against the ground truth, FID of completions
+  against the reference set. One job per (dataset, SDE) writes every (mask, method).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from scoresde.checkpoint import load_checkpoint, save_checkpoint
+from scoresde.stages.common import (
+    StageError,
+    images_from_model,
+    load_reference,
+    load_score_model,
+    load_split,
+    log,
+    per_sample_generators,
+    provenance,
+    save_tensors,
+    setup_torch,
+    timer,
+    write_json,
+)
+
+MASKS = ("centre", "left", "random")
+CLASSIFIER_FIX = "rerun train-classifier for this dataset and SDE (snakemake: delete it and rerun)"
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+
+def model_space(k: torch.Tensor, levels: int, centered: bool, dequantize: bool,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Integer levels -> the score model's space: k / (L - 1), or (k + u) / L when it was trained
+    on dequantised data (u ~ U[0, 1), or the cell centre 1/2 without a generator)."""
+    from scoresde.data import to_model_space
+
+    if dequantize:
+        u = torch.rand(k.shape, generator=generator) if generator is not None else 0.5
+        x01 = (k.float() + u) / levels
+    else:
+        x01 = k.float() / (levels - 1)
+    return to_model_space(x01, centered)
+
+
+def make_mask(name: str, shape, seed: int = 0) -> torch.Tensor:
+    """A 0/1 mask (1 = observed) of ``shape`` (N, C, H, W): ``centre`` hides the central box of
+    half the height and width, ``left`` the left half, ``random`` each pixel with probability 1/2
+    (the same pixels for all channels; seeded)."""
+    N, C, H, W = shape
+    mask = torch.ones(shape)
+    if name == "centre":
+        mask[..., H // 4: H // 4 + H // 2, W // 4: W // 4 + W // 2] = 0
+    elif name == "left":
+        mask[..., : W // 2] = 0
+    elif name == "random":
+        gen = torch.Generator().manual_seed(seed)
+        mask = (torch.rand(N, 1, H, W, generator=gen) < 0.5).float().expand(shape).clone()
+    else:
+        raise ValueError(f"unknown mask {name!r}; choose one of {', '.join(MASKS)}")
+    return mask
+
+
+# --- metrics --------------------------------------------------------------------------------------
+
+
+def psnr(x: torch.Tensor, ref: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image in dB for uint8 images (peak 255), over ``region``."""
+    d = (x.double() - ref.double()) ** 2
+    w = torch.ones_like(d) if region is None else region.double()
+    mse = (d * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp(min=1)
+    return 10 * torch.log10(255.0**2 / mse.clamp(min=1e-10))
+
+
+def ssim(x: torch.Tensor, ref: torch.Tensor, window: int = 5, sigma: float = 1.0) -> torch.Tensor:
+    """Structural similarity (Wang et al. 2004) per image of uint8 images, mean over pixels.
+
+    A Gaussian window (``window`` x ``window``, ``sigma``; 5 and 1.0 suit 8x8 images rather than
+    the usual 11 and 1.5), reflect padding, C1 = (0.01 * 255)^2, C2 = (0.03 * 255)^2.
+    """
+    C = x.shape[1]
+    r = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
+    g = torch.exp(-(r**2) / (2 * sigma**2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None, :]).expand(C, 1, window, window)
+
+    def blur(z):
+        return F.conv2d(F.pad(z, [window // 2] * 4, mode="reflect"), kernel, groups=C)
+
+    a, b = x.double(), ref.double()
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.flatten(1).mean(1)
+
+
+def _fid(images, reference, extractor, seed):
+    from scoresde.metrics import compute_fid_kid
+
+    n = min(len(images), len(reference))
+    if n < 4:
+        return float("nan")
+    return compute_fid_kid(images, reference, extractor_weights_path=extractor, seed=seed,
+                           kid_subset_size=max(2, n // 2))["fid"]
+
+
+# --- train-classifier -----------------------------------------------------------------------------
+
+
+def classifier_config(params: dict, sde_name: str, split: dict) -> dict:
+    from scoresde.stages.train import model_config, sde_config
+
+    cl = params["controllable"]["classifier"]
+    labels = split["labels"]
+    net = model_config({"channels": cl["channels"], "channel_mult": cl["channel_mult"],
+                        "num_res_blocks": cl["num_res_blocks"], "embedding": "auto",
+                        "fourier_scale": params["model"]["fourier_scale"]}, sde_name,
+                       split["x"].shape[1:])
+    net["num_classes"] = int(labels.max()) + 1
+    return {"kind": "noise_conditional_classifier", "dataset": split["name"],
+            "levels": int(split["levels"]), "image_shape": list(split["x"].shape[1:]),
+            "centered": bool(params["data"]["centered"][sde_name]),
+            "dequantize": bool(params["train"]["dequantize"]),
+            "sde": sde_config(params["sde"], sde_name), "model": net, "train": cl}
+
+
+def build_classifier(config: dict):
+    from scoresde.models.classifier import NoiseConditionalClassifier
+
+    return NoiseConditionalClassifier(**{k: tuple(v) if isinstance(v, list) else v
+                                         for k, v in config["model"].items()})
+
+
+def train_classifier(params: dict, data_path: str, test_path: str | None, sde_name: str,
+                     out: str, device_name: str = "auto", threads: int = 1) -> dict:
+    """Train p_t(y | x(t)) for one SDE on the training split; save state_dict + config."""
+    from scoresde.models.classifier import classifier_loss
+    from scoresde.sde import make_sde
+    from scoresde.utils import pick_device
+
+    cl = params["controllable"]["classifier"]
+    setup_torch(threads, seed=cl["seed"])
+    device = pick_device(device_name)
+    split = load_split(data_path)
+    if split["labels"] is None:
+        raise StageError(f"{data_path} has no labels; class-conditional sampling needs a labelled "
+                         "dataset (set controllable.enabled: false)")
+    config = classifier_config(params, sde_name, split)
+    sde = make_sde(sde_name, **{k: v for k, v in config["sde"].items() if k != "name"})
+    net = build_classifier(config).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=cl["lr"])
+    gen = torch.Generator().manual_seed(cl["seed"])
+    k, labels = split["x"], split["labels"].long()
+    with timer() as t:
+        for step in range(1, cl["n_iters"] + 1):
+            idx = torch.randint(len(k), (cl["batch_size"],), generator=gen)
+            x = model_space(k[idx], config["levels"], config["centered"], config["dequantize"], gen)
+            loss = classifier_loss(net, sde, x.to(device), labels[idx].to(device), gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % max(1, cl["n_iters"] // 5) == 0:
+                log(f"{sde_name} classifier step {step}: cross-entropy {loss.item():.3f}")
+    net.eval()
+    if test_path:
+        test = load_split(test_path)
+        config["test_accuracy"] = accuracy_by_time(net, sde, test, config)
+    config["seconds"] = round(t[0], 3)
+    save_checkpoint(out, {k_: v.cpu() for k_, v in net.state_dict().items()}, config)
+    log(f"{sde_name} classifier: test accuracy by t {config.get('test_accuracy')} -> {out}")
+    return config
+
+
+def accuracy_by_time(net, sde, split: dict, config: dict, times=(0.0, 0.25, 0.5)) -> dict:
+    """Test accuracy of the classifier on x(t) at a few times (t = 0 is the clean image)."""
+    gen = torch.Generator().manual_seed(0)
+    x0 = model_space(split["x"], config["levels"], config["centered"], config["dequantize"])
+    out = {}
+    with torch.no_grad():
+        for t_ in times:
+            t = torch.full((len(x0),), max(t_, 1e-5))
+            xt = sde.mean_coeff(t)[:, None, None, None] * x0 + \
+                sde.std(t)[:, None, None, None] * torch.randn(x0.shape, generator=gen)
+            pred = net(xt, sde.noise_condition(t)).argmax(1)
+            out[f"t={t_:g}"] = round(float((pred == split["labels"]).float().mean()), 4)
+    return out
+
+
+def load_classifier(path: str, score_config: dict, device):
+    """The classifier of ``path``, refused unless it was trained for the score model's dataset,
+    SDE (with its parameters) and data map."""
+    state, config = load_checkpoint(path)
+    if config.get("kind") != "noise_conditional_classifier":
+        raise StageError(f"{path} is not a noise-conditional classifier checkpoint; {CLASSIFIER_FIX}")
+    for key in ("dataset", "sde", "centered", "dequantize", "image_shape"):
+        if config.get(key) != score_config.get(key):
+            raise StageError(f"classifier {path} was trained for {key}={config.get(key)!r} but the "
+                             f"score model has {key}={score_config.get(key)!r}; use the classifier "
+                             "of the same dataset and SDE, or " + CLASSIFIER_FIX)
+    net = build_classifier(config)
+    net.load_state_dict(state)
+    return net.requires_grad_(False).to(device).eval(), config
+
+
+# --- conditional-sample ---------------------------------------------------------------------------
+
+
+def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path: str,
+                       extractor: str, out: str, metrics_out: str, device_name: str = "auto",
+                       threads: int = 1, expect_sde: str | None = None) -> list[dict]:
+    """n_per_class class-conditional samples per class; per-class accuracy and FID."""
+    from scoresde.controllable import conditional_score
+    from scoresde.losses import get_score_fn
+    from scoresde.metrics import classifier_accuracy, load_feature_extractor
+    from scoresde.models.classifier import class_log_prob
+    from scoresde.sampling import pc_sample
+    from scoresde.stages.common import levels_to_uint8
+    from scoresde.utils import pick_device
+
+    cc = params["controllable"]["conditional"]
+    setup_torch(threads)
+    device = pick_device(device_name)
+    model, sde, meta = load_score_model(checkpoint, device, expect_sde)
+    net, ccfg = load_classifier(classifier, meta, device)
+    split = load_split(data_path)
+    fnet, fcfg = load_feature_extractor(extractor)
+    shape = tuple(meta["image_shape"])
+    base = get_score_fn(sde, model)
+    images, labels = [], []
+    with timer() as t:
+        for k in range(ccfg["model"]["num_classes"]):
+            score = conditional_score(base, class_log_prob(net, sde, k), cc["scale"])
+            gens = per_sample_generators(cc["seed"] + 7919 * k, 0, cc["n_per_class"], device)
+            with torch.no_grad():
+                x, nfe = pc_sample(score, sde, (cc["n_per_class"], *shape), steps=cc["steps"],
+                                   snr=params["sample"]["snr"][sde.name], generator=gens,
+                                   device=device)
+            images.append(images_from_model(x, meta))
+            labels.append(torch.full((cc["n_per_class"],), k, dtype=torch.long))
+    images, labels = torch.cat(images), torch.cat(labels)
+    state = {k_: v for k_, v in fnet.state_dict().items()}
+    train_uint8 = levels_to_uint8(split["x"], int(split["levels"]))
+    rows = []
+    for k in range(ccfg["model"]["num_classes"]):
+        sel = labels == k
+        ref = train_uint8[split["labels"] == k]
+        rows.append({"dataset": meta["dataset"], "sde": sde.name, "task": "conditional",
+                     "case": f"class {k}", "class": k, "n": int(sel.sum()), "nfe": nfe,
+                     "accuracy": classifier_accuracy(state, fcfg, images[sel], labels[sel]),
+                     "fid": _fid(images[sel], ref, extractor, cc["seed"]),
+                     "scale": cc["scale"], "steps": cc["steps"]})
+    overall = classifier_accuracy(state, fcfg, images, labels)
+    rows.append({"dataset": meta["dataset"], "sde": sde.name, "task": "conditional",
+                 "case": "all classes", "n": len(images), "nfe": nfe, "accuracy": overall,
+                 "fid": _fid(images, train_uint8, extractor, cc["seed"]), "scale": cc["scale"],
+                 "steps": cc["steps"], "seconds": round(t[0], 3)})
+    save_tensors(out, {"images": images, "labels": labels})
+    write_json(metrics_out, {"rows": rows, "classifier_test_accuracy": ccfg.get("test_accuracy"),
+                             "config": provenance("conditional-sample", params,
+                                                  checkpoint=str(checkpoint),
+                                                  classifier=str(classifier))})
+    log(f"{sde.name} conditional: accuracy {overall:.3f} ({len(images)} samples, nfe {nfe}, "
+        f"{t[0]:.1f}s) -> {out}")
+    return rows
+
+
+# --- inpaint --------------------------------------------------------------------------------------
+
+
+def method_options(ip: dict, method: str) -> dict:
+    if method == "repaint":
+        return {"jump": ip["repaint"]["jump"], "resample": ip["repaint"]["resample"]}
+    if method == "smc":
+        return {"particles": ip["smc"]["particles"]}
+    return {}
+
+
+def inpaint(params: dict, checkpoint: str, test_path: str, extractor: str, reference_path: str,
+            masks: Sequence[str], methods: Sequence[str], outs: Sequence[str], inputs_out: str,
+            metrics_out: str, device_name: str = "auto", threads: int = 1,
+            expect_sde: str | None = None) -> list[dict]:
+    """Complete the first n_images test images for every (mask, method); ``outs`` in the order
+    of ``[(mask, method) for mask in masks for method in methods]``."""
+    from scoresde.controllable import inpaint as complete
+    from scoresde.losses import get_score_fn
+    from scoresde.stages.common import levels_to_uint8
+    from scoresde.utils import pick_device
+
+    cases = [(m, meth) for m in masks for meth in methods]
+    if len(outs) != len(cases):
+        raise StageError(f"give one --out per (mask, method): {len(cases)} expected, got {len(outs)}")
+    ip = params["controllable"]["inpaint"]
+    setup_torch(threads)
+    device = pick_device(device_name)
+    model, sde, meta = load_score_model(checkpoint, device, expect_sde)
+    test = load_split(test_path)
+    if list(test["x"].shape[1:]) != list(meta["image_shape"]):
+        raise StageError(f"test split {test_path} holds {tuple(test['x'].shape[1:])} images but the "
+                         f"score model was trained on {tuple(meta['image_shape'])}; same dataset?")
+    reference = load_reference(reference_path)
+    n = min(ip["n_images"], len(test["x"]))
+    levels = int(test["levels"])
+    truth = levels_to_uint8(test["x"][:n], levels)
+    y = model_space(test["x"][:n], levels, meta["centered"], meta["dequantize"]).to(device)
+    score = get_score_fn(sde, model)
+    snr = params["sample"]["snr"][sde.name]
+    rows, shown = [], {"truth": truth}
+    for (mask_name, method), path in zip(cases, outs, strict=True):
+        mask = make_mask(mask_name, tuple(y.shape), ip["seed"]).to(device)
+        gen = torch.Generator(device=device).manual_seed(ip["seed"])
+        with timer() as t, torch.no_grad():
+            x, nfe = complete(score, sde, y, mask, ip["steps"], method=method,
+                              corrector="none" if method == "smc" else "langevin", snr=snr,
+                              generator=gen, **method_options(ip, method))
+        images = images_from_model(x, meta)
+        missing = (mask == 0).cpu()
+        save_tensors(path, {"images": images, "mask": mask.cpu()})
+        shown[f"masked_{mask_name}"] = torch.where(missing, torch.zeros_like(truth), truth)
+        rows.append({"dataset": meta["dataset"], "sde": sde.name, "task": "inpaint",
+                     "case": f"{mask_name} / {method}", "mask": mask_name, "method": method,
+                     "n": n, "nfe": nfe, "steps": ip["steps"],
+                     "psnr": float(psnr(images, truth, missing).mean()),
+                     "ssim": float(ssim(images, truth).mean()),
+                     "fid": _fid(images, reference, extractor, ip["seed"]),
+                     "seconds": round(t[0], 3)})
+        log(f"{sde.name} inpaint {mask_name}/{method}: PSNR {rows[-1]['psnr']:.2f} dB, SSIM "
+            f"{rows[-1]['ssim']:.3f}, nfe {nfe}, {t[0]:.1f}s -> {path}")
+    save_tensors(inputs_out, shown)
+    write_json(metrics_out, {"rows": rows, "config": provenance(
+        "inpaint", params, checkpoint=str(checkpoint), test=str(test_path))})
+    return rows

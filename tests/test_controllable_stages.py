@@ -1,0 +1,132 @@
+"""The noise-conditional classifier, the controllable stages' helpers and the report section."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from scoresde.checkpoint import save_checkpoint
+from scoresde.models.classifier import NoiseConditionalClassifier, class_log_prob, classifier_loss
+from scoresde.report.controllable import controllable_section, flat_metrics, load_rows
+from scoresde.sde import make_sde
+from scoresde.stages.common import StageError
+from scoresde.stages.controllable import load_classifier, make_mask, psnr, ssim
+
+
+@pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp"])
+def test_classifier_learns_noisy_classes(sde_name):
+    """Two classes of 4x4 images (bright top / bright bottom half); after a short cross-entropy
+    run on x(t) the classifier separates them at small t and is unsure at t = T."""
+    torch.manual_seed(0)
+    sde = make_sde(sde_name, **({"sigma_max": 2.0} if sde_name == "ve" else {}))
+    net = NoiseConditionalClassifier(4, 1, num_classes=2, channels=8, channel_mult=(1,),
+                                     embedding="fourier" if sde_name == "ve" else "positional")
+    x = torch.zeros(64, 1, 4, 4)
+    labels = torch.arange(64) % 2
+    x[labels == 0, :, :2] = 1.0
+    x[labels == 1, :, 2:] = 1.0
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        loss = classifier_loss(net, sde, x, labels, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        small = class_log_prob(net, sde, labels)(x, torch.full((64,), 1e-3))
+        large = class_log_prob(net, sde, labels)(sde.prior_sampling((64, 1, 4, 4), gen),
+                                                 torch.ones(64))
+    assert small.exp().mean() > 0.9
+    assert abs(large.exp().mean() - 0.5) < 0.25
+
+
+def test_class_label_outside_the_classes_is_an_error():
+    net = NoiseConditionalClassifier(4, 1, num_classes=3, channels=8, channel_mult=(1,))
+    sde = make_sde("vp")
+    with pytest.raises(ValueError, match=r"outside the classifier's classes 0\.\.2"):
+        class_log_prob(net, sde, 3)
+    with pytest.raises(ValueError, match="outside"):
+        class_log_prob(net, sde, torch.tensor([0, -1]))
+    assert class_log_prob(net, sde, 2)(torch.zeros(5, 1, 4, 4), torch.ones(5)).shape == (5,)
+
+
+def test_masks():
+    shape = (50, 1, 8, 8)
+    centre, left, rnd = (make_mask(m, shape, seed=1) for m in ("centre", "left", "random"))
+    assert float(1 - centre.mean()) == 0.25 and centre[0, 0, 3, 3] == 0 and centre[0, 0, 0, 0] == 1
+    assert float(1 - left.mean()) == 0.5 and (left[..., :4] == 0).all()
+    assert abs(float(1 - rnd.mean()) - 0.5) < 0.05 and torch.equal(rnd, make_mask("random", shape, 1))
+    with pytest.raises(ValueError, match="unknown mask"):
+        make_mask("circle", shape)
+
+
+def test_psnr_and_ssim():
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.randint(20, 230, (4, 1, 8, 8), generator=gen).to(torch.uint8)
+    off = ref + 10
+    expected = torch.full((4,), 10 * math.log10(255**2 / 100), dtype=torch.float64)
+    assert torch.allclose(psnr(off, ref), expected)
+    region = torch.zeros(4, 1, 8, 8, dtype=torch.bool)
+    region[..., :4] = True
+    half = torch.where(region, off, ref)
+    assert torch.allclose(psnr(half, ref, region), psnr(off, ref))  # only the region counts
+    assert torch.allclose(ssim(ref, ref), torch.ones(4, dtype=torch.float64))
+    assert (ssim(torch.randint(0, 255, ref.shape, generator=gen).to(torch.uint8), ref) < 0.5).all()
+
+
+def _save_classifier(path, **overrides):
+    config = {"kind": "noise_conditional_classifier", "dataset": "digits", "image_shape": [1, 4, 4],
+              "sde": {"name": "vp", "N": 1000, "beta_min": 0.1, "beta_max": 20.0},
+              "centered": True, "dequantize": True,
+              "model": {"image_size": 4, "in_channels": 1, "num_classes": 2, "channels": 8,
+                        "channel_mult": [1], "num_res_blocks": 1, "embedding": "positional",
+                        "fourier_scale": 16.0}}
+    config.update(overrides)
+    net = NoiseConditionalClassifier(**{k: tuple(v) if isinstance(v, list) else v
+                                        for k, v in config["model"].items()})
+    save_checkpoint(path, net.state_dict(), config)
+    return config
+
+
+def test_classifier_for_another_sde_or_dataset_is_refused(tmp_path):
+    config = _save_classifier(tmp_path / "c.pt")
+    score_cfg = {k: config[k] for k in ("dataset", "sde", "centered", "dequantize", "image_shape")}
+    net, _ = load_classifier(str(tmp_path / "c.pt"), score_cfg, "cpu")
+    assert net.num_classes == 2
+    other = {**score_cfg, "sde": {"name": "subvp", "N": 1000, "beta_min": 0.1, "beta_max": 20.0}}
+    with pytest.raises(StageError, match="trained for sde="):
+        load_classifier(str(tmp_path / "c.pt"), other, "cpu")
+    with pytest.raises(StageError, match="trained for dataset='digits'"):
+        load_classifier(str(tmp_path / "c.pt"), {**score_cfg, "dataset": "mnist"}, "cpu")
+    save_checkpoint(tmp_path / "x.pt", {}, {"kind": "score_model"})
+    with pytest.raises(StageError, match="not a noise-conditional classifier"):
+        load_classifier(str(tmp_path / "x.pt"), score_cfg, "cpu")
+
+
+def test_report_section(tmp_path):
+    samples = tmp_path / "controllable" / "digits" / "vp"
+    (samples / "inpaint").mkdir(parents=True)
+    images = torch.randint(0, 255, (4, 1, 8, 8), dtype=torch.uint8)
+    torch.save({"images": images, "labels": torch.tensor([0, 0, 1, 1])}, samples / "conditional.pt")
+    torch.save({"truth": images, "masked_left": images}, samples / "inpaint" / "inputs.pt")
+    torch.save({"images": images}, samples / "inpaint" / "left_smc.pt")
+    rows = [{"dataset": "digits", "sde": "vp", "task": "conditional", "case": "class 0", "class": 0,
+             "n": 2, "nfe": 6, "accuracy": 0.5, "fid": 3.0},
+            {"dataset": "digits", "sde": "vp", "task": "inpaint", "case": "left / smc",
+             "mask": "left", "method": "smc", "n": 4, "nfe": 4, "psnr": 20.0, "ssim": 0.7, "fid": 1.0}]
+    (samples / "m.json").write_text(json.dumps({"rows": rows}))
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"digits/vp/pc_10_tweedie/fid": 5.0}))
+    result = controllable_section([samples / "m.json"], out)
+    df = load_rows([samples / "m.json"])
+    assert len(df) == 2 and (out / "controllable.csv").is_file()
+    merged = json.loads((out / "metrics.json").read_text())
+    assert merged["digits/vp/pc_10_tweedie/fid"] == 5.0
+    assert merged["digits/vp/controllable/inpaint/left_smc/psnr"] == 20.0
+    assert flat_metrics(df)["digits/vp/controllable/conditional/class 0/accuracy"] == 0.5
+    assert [f["name"] for f in result["figures"]] == ["controllable_digits_vp"]
+    assert result["section"].heading == "Controllable generation"
