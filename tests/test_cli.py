@@ -172,8 +172,11 @@ def test_one_job_draws_the_tweedie_pair_as_two_separate_jobs_would(work, tmp_pat
         meta = json.loads((tmp_path / f"{d[0]}.json").read_text())
         assert meta["nfe"] == json.loads((tmp_path / "a.json").read_text())["nfe"]
         assert meta["trajectory_shared_by"] == ["tweedie", "none"]
-    a, b = (torch.load(tmp_path / f"{d}.pt", weights_only=True)["images"] for d in "tn")
-    assert sampler != "pc" or not torch.equal(a, b)  # ODE: Tweedie at t = 1e-5 moves < 1 level
+    # Both end at x(eps); the Tweedie case adds one score evaluation there. (At eps = 1e-5 the
+    # Tweedie step moves a VE sample by far less than one of the 256 levels, so the images may
+    # or may not differ: their difference is no test.)
+    nfe = {d: json.loads((tmp_path / f"{d}.json").read_text())["nfe"] for d in "tn"}
+    assert nfe["t"] == nfe["n"] + 1
 
 
 def test_denoise_and_outputs_must_pair_up(work, tmp_path, capsys):

@@ -60,6 +60,8 @@ SEED_PURPOSES = (
     "train-noise",    # DSM times t and noise z
     "sample",         # index i: sample i's prior draw and sampler noise (select and sample)
     "likelihood",     # index i: test image i's dequantisation noise and Hutchinson probes
+    "classifier",     # the noise-conditional classifier's batches, times and noise
+    "controllable",   # index (k, i): class-conditional sample i of class k; (0,): inpainting
 )
 
 

@@ -27,13 +27,13 @@ from scoresde.stages.common import (
     load_score_model,
     load_split,
     log,
-    per_sample_generators,
     provenance,
     save_tensors,
     setup_torch,
     timer,
     write_json,
 )
+from scoresde.utils import seeded_generator
 
 MASKS = ("centre", "left", "random")
 CLASSIFIER_FIX = "rerun train-classifier for this dataset and SDE (snakemake: delete it and rerun)"
@@ -164,7 +164,7 @@ def train_classifier(params: dict, data_path: str, test_path: str | None, sde_na
     sde = make_sde(sde_name, **{k: v for k, v in config["sde"].items() if k != "name"})
     net = build_classifier(config).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cl["lr"])
-    gen = torch.Generator().manual_seed(cl["seed"])
+    gen = seeded_generator(cl["seed"], "classifier")
     k, labels = split["x"], split["labels"].long()
     with timer() as t:
         for step in range(1, cl["n_iters"] + 1):
@@ -245,7 +245,8 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
     with timer() as t:
         for k in range(ccfg["model"]["num_classes"]):
             score = conditional_score(base, class_log_prob(net, sde, k), cc["scale"])
-            gens = per_sample_generators(cc["seed"] + 7919 * k, 0, cc["n_per_class"], device)
+            gens = [seeded_generator(cc["seed"], "controllable", k, i, device=device)
+                    for i in range(cc["n_per_class"])]
             with torch.no_grad():
                 x, nfe = pc_sample(score, sde, (cc["n_per_class"], *shape), steps=cc["steps"],
                                    snr=params["sample"]["snr"][sde.name], generator=gens,
@@ -322,7 +323,7 @@ def inpaint(params: dict, checkpoint: str, test_path: str, extractor: str, refer
     rows, shown = [], {"truth": truth}
     for (mask_name, method), path in zip(cases, outs, strict=True):
         mask = make_mask(mask_name, tuple(y.shape), ip["seed"]).to(device)
-        gen = torch.Generator(device=device).manual_seed(ip["seed"])
+        gen = seeded_generator(ip["seed"], "controllable", 0, device=device)
         with timer() as t, torch.no_grad():
             x, nfe = complete(score, sde, y, mask, ip["steps"], method=method,
                               corrector="none" if method == "smc" else "langevin", snr=snr,
