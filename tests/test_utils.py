@@ -24,8 +24,9 @@ from scoresde.utils import (
 def test_seed_stream_is_the_seed_sequence_spawn_tree():
     """seed_stream(seed, purpose, i) is child i of child p of SeedSequence(seed), p the purpose's
     documented position: numpy guarantees SeedSequence's output, so streams are stable."""
+    # append only: a position is part of every stream
     assert SEED_PURPOSES == ("data", "train-init", "train-batches", "train-noise", "sample",
-                             "likelihood", "classifier", "controllable")  # append only: a position is part of every stream
+                             "likelihood", "classifier", "controllable")
     for seed, (p, purpose), i in itertools.product((0, 7), enumerate(SEED_PURPOSES), (0, 3)):
         child = np.random.SeedSequence(seed).spawn(len(SEED_PURPOSES))[p].spawn(i + 1)[i]
         assert seed_stream(seed, purpose, i) == int(child.generate_state(1, np.uint64)[0])
