@@ -132,7 +132,7 @@ def rule_sources() -> dict[str, tuple[str, str]]:
     out = {}
     for path in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
         text = path.read_text()
-        starts = [(m.start(), m[1]) for m in re.finditer(r"^rule (\w+):", text, re.M)] + [(len(text), "")]
+        starts = [(m.start(), m[1]) for m in re.finditer(r"^\s*rule (\w+):", text, re.M)] + [(len(text), "")]
         for (a, name), (b, _) in zip(starts, starts[1:], strict=False):
             out[name] = (str(path.relative_to(ROOT)), text[a:b])
     return out
@@ -146,6 +146,8 @@ def job_params(job: dict, source: str) -> set[str]:
         keys |= _leaves(json.loads(argv[argv.index("--params-json") + 1]))
     keys |= {f"{g}.{k}" for g, k in re.findall(r'config\["(\w+)"\]\["(\w+)"\]', source)}
     keys |= {f"{g}.resources.{k}" for g, k in re.findall(r'res\("(\w+)", "(\w+)"\)', source)}
+    if "train_gpus()" in source:  # common.smk: train.resources.gpu, device and processes
+        keys |= {"train.resources.gpu", "train.device", "train.processes"}
     return keys
 
 

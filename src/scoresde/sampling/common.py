@@ -46,8 +46,12 @@ def tweedie_denoise(score_fn, sde: SDE, x, t):
     return (x + std**2 * score_fn(x, t)) / append_dims(sde.mean_coeff(t), x.ndim)
 
 
-def final_tweedie(score_fn, sde: SDE, x, eps: float | None = None):
-    """The final denoising of every sampler: E[x(0) | x(eps)] by Tweedie's formula (one NFE)."""
+def final_tweedie(score_fn, sde: SDE, x, eps: float | None = None, schedule=None):
+    """The final denoising of every sampler: E[x(0) | x(eps)] by Tweedie's formula (one NFE).
+
+    eps is the grid's last time: ``schedule[-1]`` when the sampler was given an explicit grid."""
+    if isinstance(schedule, torch.Tensor):
+        eps = schedule[-1].item()
     eps = sde.sampling_eps if eps is None else eps
     return tweedie_denoise(score_fn, sde, x, torch.full((x.shape[0],), float(eps), device=x.device,
                                                         dtype=x.dtype))

@@ -215,8 +215,7 @@ def ode_sample(
     x, nfe = ode_trajectory(score_fn, sde, shape, method, steps, rtol, atol, eps, generator, device,
                             dtype, schedule=schedule, x_T=x_T)
     if denoise:
-        last = schedule[-1].item() if isinstance(schedule, torch.Tensor) else eps
-        x, nfe = final_tweedie(score_fn, sde, x, last), nfe + 1
+        x, nfe = final_tweedie(score_fn, sde, x, eps, schedule), nfe + 1
     return _check_finite(x, "ode_sample"), nfe
 
 

@@ -41,14 +41,8 @@ def pc_sample(
     x, nfe = pc_trajectory(score_fn, sde, shape, steps, predictor, corrector, snr, corrector_steps,
                            eps, generator, device, dtype, progress, schedule=schedule, x_T=x_T)
     if denoise:
-        x, nfe = final_tweedie(score_fn, sde, x, _last(sde, eps, schedule)), nfe + 1
+        x, nfe = final_tweedie(score_fn, sde, x, eps, schedule), nfe + 1
     return _check_finite(x, "pc_sample"), nfe
-
-
-def _last(sde, eps, schedule):
-    if isinstance(schedule, torch.Tensor):
-        return schedule[-1].item()
-    return sde.sampling_eps if eps is None else eps
 
 
 def pc_trajectory(
