@@ -49,3 +49,34 @@ def test_plot_draws_every_sampler_and_the_reference_level():
     drawn = {(float(x), float(y)) for line in data_lines for x, y in zip(*line.get_data(), strict=True)}
     assert drawn == {(21.0, 40.0), (10.0, 17.0), (11.0, 15.0), (19.0, 12.5)}
     assert len(plot_fid_vs_nfe_panels(table(), "FID vs NFE").axes) == 2
+
+
+def _with_replicates(fid_of_ref: float, fid_of_best: float, spread: float, n: int = 200):
+    """Two cases resampled on the same indices: replicate j of both shares the noise e_j."""
+    import numpy as np
+
+    e = np.random.default_rng(0).normal(0.0, spread, n)
+    common = {"bootstrap_seed": 0, "n_samples": 400, "n_reference": 1500, "dataset": "digits",
+              "feature_extractor": "x"}
+    rows = [("digits", "vp", "pc", "reverse_diffusion", "langevin", 200, True, 401, fid_of_ref),
+            ("digits", "vp", "ode-dpmpp-2m", "dpmpp-2m", "none", 10, False, 10, fid_of_best)]
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    for k, v in common.items():
+        df[k] = v
+    # the shared noise cancels in FID_best - 1.8 FID_ref only through pairing; a small own noise
+    own = np.random.default_rng(1).normal(0.0, 0.01, n)
+    df["fid_bootstrap"] = [list(fid_of_ref + e), list(fid_of_best + 1.8 * e + own)]
+    return df
+
+
+def test_goal_verdict_comes_from_the_paired_bootstrap_interval():
+    held = goal_table(_with_replicates(1.0, 1.70, spread=0.5)).set_index(["sde", "NFE budget"])
+    assert bool(held.loc[("vp", 10)]["held"]) is True    # 1.70 < 1.8 beyond the paired noise
+    close = goal_table(_with_replicates(1.0, 1.799, spread=0.5)).set_index(["sde", "NFE budget"])
+    assert close.loc[("vp", 10)]["held"] is None         # within the noise: undecided
+    missed = goal_table(_with_replicates(1.0, 1.90, spread=0.5)).set_index(["sde", "NFE budget"])
+    verdict = missed.loc[("vp", 10)]["held"]
+    assert verdict is not None and not bool(verdict)  # not held (a numpy bool in an all-bool column)
+    interval = held.loc[("vp", 10)]["[95% interval]"]
+    lo, hi = (float(v) for v in interval.strip("[]").split(","))
+    assert lo < 1.70 < hi

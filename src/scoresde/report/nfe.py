@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from scoresde.report.plots import _yerr
+from scoresde.report.uncertainty import _replicates, decide, paired, recentred_interval
 
 GOALS = ((10, 1.8), (20, 1.2))  # (NFE budget, largest FID / reference FID)
 
@@ -103,9 +105,29 @@ def plot_fid_vs_nfe_panels(fid_df: pd.DataFrame, title: str, sdes=None, confiden
     return fig
 
 
-def goal_table(fid_df: pd.DataFrame) -> pd.DataFrame:
-    """Per SDE and NFE budget: the best case within the budget, its FID over the reference's and
-    whether the goal held (None when there is no reference or no case within the budget)."""
+def _goal_verdict(best: dict, ref: dict, factor: float, confidence: float):
+    """(interval of FID_best / FID_ref, verdict on FID_best <= factor * FID_ref).
+
+    With bootstrap replicates drawn on the same resample indices (every case of a run) the
+    replicate-wise d = FID_best - factor * FID_ref is a paired bootstrap of the difference: held
+    when its recentred interval lies below 0, not held above, None (undecided) when it contains 0.
+    Without replicates: the point estimates decide, and the interval is NaN.
+    """
+    ratio = float(best["fid"]) / float(ref["fid"])
+    rb, rr = _replicates(best), _replicates(ref)
+    if rb is None or rr is None or len(rb) != len(rr) or not paired(best, ref):
+        return (math.nan, math.nan), bool(ratio <= factor)
+    rb, rr = np.asarray(rb, dtype=float), np.asarray(rr, dtype=float)
+    lo, hi = recentred_interval(float(best["fid"]) - factor * float(ref["fid"]), rb - factor * rr,
+                                confidence)
+    interval = recentred_interval(ratio, rb / rr, confidence)
+    return interval, decide(lo, hi)
+
+
+def goal_table(fid_df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Per SDE and NFE budget: the best case within the budget, its FID over the reference's with
+    the paired-bootstrap interval, and whether the goal held (True / False; None when undecided at
+    ``confidence`` or when there is no reference or no case within the budget)."""
     out = []
     for sde in sorted(fid_df["sde"].unique()):
         ref = reference(fid_df, sde)
@@ -115,6 +137,7 @@ def goal_table(fid_df: pd.DataFrame) -> pd.DataFrame:
             within = [r for r in rows if float(r["nfe"]) <= budget]
             best = min(within, key=lambda r: float(r["fid"])) if within else None
             ratio = (float(best["fid"]) / float(ref["fid"])) if best and ref else None
+            (lo, hi), held = _goal_verdict(best, ref, factor, confidence) if ratio else ((None, None), None)
             out.append({
                 "sde": sde, "NFE budget": budget,
                 "reference": f"PC{int(ref['steps'])}" if ref else None,
@@ -122,7 +145,8 @@ def goal_table(fid_df: pd.DataFrame) -> pd.DataFrame:
                 "best case": _case(best) if best else None,
                 "best NFE": float(best["nfe"]) if best else None,
                 "best FID": float(best["fid"]) if best else None,
-                "FID / reference": ratio, "goal": f"<= {factor}x",
-                "held": None if ratio is None else bool(ratio <= factor),
+                "FID / reference": ratio,
+                f"[{confidence:.0%} interval]": None if lo is None or _nan(lo) else f"[{lo:.2f}, {hi:.2f}]",
+                "goal": f"<= {factor}x", "held": held,
             })
     return pd.DataFrame(out)
