@@ -27,7 +27,7 @@ def load(name: str) -> dict:
 
 def rule_names() -> set[str]:
     text = "".join(p.read_text() for p in [ROOT / "Snakefile", *(ROOT / "workflow/rules").glob("*.smk")])
-    return set(re.findall(r"^rule (\w+):", text, flags=re.M))
+    return set(re.findall(r"^\s*rule (\w+):", text, flags=re.M))  # select_checkpoint is indented
 
 
 def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess:

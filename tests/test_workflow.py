@@ -158,9 +158,15 @@ def test_smoke_config_end_to_end(workdir):
     figures = sorted(p.name for p in (workdir / "reports/figures").glob("*.png"))
     tweedie = len(set(c["sample"]["denoise"])) > 1
     expected = report.expected_figures(c["data"]["dataset"], sdes, tweedie)
-    assert figures == sorted(f"{name}.png" for name, _, _ in expected)
+    ctrl = c["controllable"]
+    ctrl_sdes = [s for s in (ctrl["sdes"] or sdes) if s in sdes] if ctrl["enabled"] else []
+    expected_ctrl = [f"controllable_{c['data']['dataset']}_{s}.png" for s in ctrl_sdes]
+    assert expected_ctrl, "the smoke config runs the controllable rules"
+    assert figures == sorted([f"{name}.png" for name, _, _ in expected] + expected_ctrl)
     assert page.count("data:image/png;base64,") == len(figures)
-    assert page.count("<table>") == 8 and "(no data)" not in page and "(no figures)" not in page
+    # orderings, sweep, fast-sampler goal, likelihood, paper, controllable, provenance x 3
+    assert page.count("<table>") == 10 and "(no data)" not in page and "(no figures)" not in page
+    assert (workdir / "reports/controllable.csv").stat().st_size > 100
 
     # Snakemake's report: the figures, tables and both reports, each with its caption
     proc = snakemake("--configfile", ".test/params.yaml", "--report",
