@@ -10,6 +10,7 @@ differ only in the order of float reductions (measured: loss curve 1.2e-7, EMA w
 from __future__ import annotations
 
 import csv
+import re
 import signal
 import subprocess
 import sys
@@ -173,7 +174,24 @@ def test_a_failing_worker_fails_the_run(data, tmp_path, capsys):
                            extra=("--data", tmp_path / "missing.pt")))
     assert code == 2
     err = capsys.readouterr().err
-    assert "training process 0 of 2 exited with code 2 (its error is above)" in err
+    # both workers fail on the missing file; whichever ends first is named, never one the
+    # launcher stopped (-9)
+    assert re.search(r"training process [01] of 2 exited with code 2 \(its error is above\)",
+                     err), err
+
+
+def test_the_launcher_names_the_worker_that_failed_not_the_ones_it_stopped():
+    from scoresde.stages.train import wait_for
+
+    def start(code):
+        return subprocess.Popen([sys.executable, "-c", code])
+
+    procs = [start("import time; time.sleep(60)"), start("import sys; sys.exit(3)"),
+             start("import time; time.sleep(60)")]
+    codes, stopped = wait_for(procs)
+    assert codes[1] == 3 and stopped == {0, 2}
+    assert codes[0] == codes[2] == -signal.SIGKILL
+    assert wait_for([start("pass"), start("pass")]) == ([0, 0], set())
 
 
 @pytest.mark.parametrize(

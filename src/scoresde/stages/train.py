@@ -577,13 +577,15 @@ def launch(params: dict, paths: dict, sde_name: str, device_name: str,
                 procs.append(subprocess.Popen(cmd, env={**env, "RANK": str(r),
                                                         "LOCAL_RANK": str(r)},
                                               preexec_fn=die_with_parent))
-            codes = wait_for(procs)
+            codes, stopped = wait_for(procs)
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    failed = [(r, c) for r, c in enumerate(codes) if c not in (0, EXIT_PREEMPTED)]
+    # name the worker that failed by itself, not one this launcher stopped because of it
+    failed = [(r, c) for r, c in enumerate(codes)
+              if c not in (0, EXIT_PREEMPTED) and r not in stopped]
     if failed:
         rank, code = failed[0]
         raise StageError(f"training process {rank} of {n} exited with code {code} (its error "
@@ -599,17 +601,18 @@ def launch(params: dict, paths: dict, sde_name: str, device_name: str,
 EXIT_PREEMPTED = 128 + 15  # what a worker's `python -m scoresde` returns on SIGTERM
 
 
-def wait_for(procs: list[subprocess.Popen]) -> list[int]:
-    """Exit codes of all workers; the first that fails (not preempted) ends the others."""
+def wait_for(procs: list[subprocess.Popen]) -> tuple[list[int], set[int]]:
+    """Exit codes of all workers, and the ranks this function stopped: the first worker that
+    fails (not preempted) ends the others, which then exit with -SIGKILL."""
     while True:
         codes = [p.poll() for p in procs]
         if all(c is not None for c in codes):
-            return codes
+            return codes, set()
         if any(c not in (None, 0, EXIT_PREEMPTED) for c in codes):
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-            return [p.wait() for p in procs]
+            stopped = {r for r, c in enumerate(codes) if c is None}
+            for r in stopped:
+                procs[r].kill()
+            return [p.wait() for p in procs], stopped
         time.sleep(0.05)
 
 
