@@ -157,6 +157,28 @@ def test_samples_are_deterministic_and_batch_independent(work, tmp_path):
     assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
 
 
+def test_seed_k_draws_the_next_block_of_per_sample_streams(work, tmp_path):
+    """report.seeds: seed 1 of n samples is samples n .. 2n-1 of the seed-0 streams."""
+    args = ["--params", work / "params.yaml", "--checkpoint", work / "checkpoints/ve/best.pt",
+            "--sampler", "p", "--steps", "3", "--denoise", "none"]
+    n = 12
+    drawn = {}
+    for name, extra in (("double", ["--set", f"sample.n_samples={2 * n}"]),
+                        ("seed0", ["--seed-index", "0"]), ("seed1", ["--seed-index", "1"])):
+        out = tmp_path / f"{name}.pt"
+        assert run("sample", *args, "--set", "sample.batch_size=5", *extra, "--out", out,
+                   "--meta", tmp_path / f"{name}.json") == 0
+        drawn[name] = torch.load(out, weights_only=True)["images"]
+    assert drawn["seed0"].shape[0] == drawn["seed1"].shape[0] == n
+    assert torch.equal(drawn["seed0"], drawn["double"][:n])
+    assert torch.equal(drawn["seed1"], drawn["double"][n:])
+    assert not torch.equal(drawn["seed0"], drawn["seed1"])
+    assert json.loads((tmp_path / "seed1.json").read_text())["seed_index"] == 1
+    assert run("sample", *args, "--seed-index", "-1", "--out", tmp_path / "x.pt", "--meta",
+               tmp_path / "x.json") == 2
+    assert not (tmp_path / "x.pt").exists()
+
+
 @pytest.mark.parametrize("sampler, steps", [("pc", "3"), ("ode-heun", "2")])
 def test_one_job_draws_the_tweedie_pair_as_two_separate_jobs_would(work, tmp_path, sampler,
                                                                     steps):

@@ -25,6 +25,10 @@ rule dvc_sample:
     input:
         expand(rules.fid.input.samples, dataset=DATASET, sde=SDES),
         expand(rules.fid.input.meta, dataset=DATASET, sde=SDES),
+        expand(
+            rules.fid_seed.input.samples, dataset=DATASET, sde=SDES, seed=SEED_INDICES
+        ),
+        expand(rules.fid_seed.input.meta, dataset=DATASET, sde=SDES, seed=SEED_INDICES),
 
 
 rule dvc_controllable:

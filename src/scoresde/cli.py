@@ -109,7 +109,7 @@ def cmd_sample(args) -> None:
     sde = _check_sde(args.sde)
     params = _params(args)
     sample.run(job_params(params, "sample", sde), args.checkpoint, args.sampler, args.steps,
-               args.denoise, args.out, args.meta, expect_sde=sde,
+               args.denoise, args.out, args.meta, expect_sde=sde, seed_index=args.seed_index,
                **_runtime(args, params, "sample"))
 
 
@@ -231,6 +231,9 @@ def _add_stage_parsers(sub) -> None:
     _path(p, "--out", "output: samples ({case}.pt, uint8 images), one per --denoise", nargs="+")
     _path(p, "--meta", "output: sidecar JSON (nfe, seconds, case fields), one per --denoise",
           nargs="+")
+    p.add_argument("--seed-index", type=int, default=0, metavar="K",
+                   help="draw seed K of report.seeds: samples K*n .. K*n+n-1 of the "
+                        "sample.seed streams (n = sample.n_samples; default 0)")
     _sde_arg(p, required=False)
     _common(p)
     p.set_defaults(func=cmd_sample)

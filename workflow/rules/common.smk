@@ -33,6 +33,7 @@ wildcard_constraints:
     sampler=CASE["sampler"],
     steps=CASE["steps"],
     denoise=CASE["denoise"],
+    seed="[1-9][0-9]*",
 
 
 def stage_params(stage, per_sde=False):
@@ -70,9 +71,19 @@ def snapshots(wildcards):
     )
 
 
+# report.seeds: seed 0 at the sweep's paths, seeds 1.. under seed{k}/
+SEEDS = config["report"]["seeds"]
+SEED_INDICES = list(range(1, SEEDS))
+
+
 def fid_results(wildcards):
+    seed_dirs = ["", *(f"seed{k}/" for k in SEED_INDICES)]
     return expand(
-        "metrics/{dataset}/{sde}/fid/{case}.json", dataset=DATASET, sde=SDES, case=CASES
+        "metrics/{dataset}/{sde}/fid/{seed}{case}.json",
+        dataset=DATASET,
+        sde=SDES,
+        seed=seed_dirs,
+        case=CASES,
     )
 
 

@@ -53,3 +53,18 @@ rule fid:
         "--meta {input.meta} --reference {input.reference} "
         "--extractor {input.extractor} --out {output} "
         "--device {params.device} --threads {threads} > {log} 2>&1"
+
+
+# Seed k >= 1 of report.seeds (sample_seed's files).
+use rule fid as fid_seed with:
+    input:
+        samples=case_files("samples/{{dataset}}/{{sde}}/seed{{seed}}/{case}.pt"),
+        meta=case_files("samples/{{dataset}}/{{sde}}/seed{{seed}}/{case}.json"),
+        reference="data/processed/{dataset}/reference.pt",
+        extractor="checkpoints/{dataset}/fid_features.pt",
+    output:
+        case_files("metrics/{{dataset}}/{{sde}}/fid/seed{{seed}}/{case}.json"),
+    log:
+        "logs/fid/{dataset}/{sde}/seed{seed}.log",
+    benchmark:
+        "logs/benchmarks/fid/{dataset}/{sde}/seed{seed}.tsv"

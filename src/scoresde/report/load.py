@@ -3,8 +3,10 @@
 FID JSON fields (``metrics/{dataset}/{sde}/fid/{case}.json``): ``dataset, sde, sampler,
 predictor, corrector, steps, denoise, nfe, fid`` required; ``kid, kid_std, seconds,
 n_samples, feature_extractor``, the bootstrap (``fid_ci_low, fid_ci_high, fid_bootstrap,
-bootstrap_n, bootstrap_seed, n_reference``) and ``denoise_is_tweedie`` (false: the case's
-final denoising is not a Tweedie step, so it is left out of the Tweedie ordering) optional.
+bootstrap_n, bootstrap_seed, n_reference``), ``denoise_is_tweedie`` (false: the case's
+final denoising is not a Tweedie step, so it is left out of the Tweedie ordering) and
+``seed_index`` (seed k of ``report.seeds``; the seeds of a case are merged into one row by
+:func:`scoresde.report.seeds.merge_seeds`, with ``seeds`` and ``fid_seed_sd``) optional.
 Likelihood JSON (``metrics/{dataset}/{sde}/nll.json``): ``dataset, sde, bpd`` required;
 ``bpd_sem, nfe, n_images, divergence, n_probes, rtol, atol`` and ``bpd_per_image`` optional.
 Every field is read from the files' contents, never parsed out of names.
@@ -23,6 +25,7 @@ import pandas as pd
 FID_COLUMNS = [
     "dataset", "sde", "sampler", "predictor", "corrector", "steps", "denoise", "nfe", "fid",
     "kid", "kid_std", "seconds", "feature_extractor", "n_samples", "fid_ci_low", "fid_ci_high",
+    "seeds", "fid_seed_sd",
 ]  # fmt: skip
 NLL_COLUMNS = [
     "dataset", "sde", "bpd", "bpd_sem", "nfe", "n_images", "divergence", "n_probes", "rtol",
@@ -32,6 +35,7 @@ FID_REQUIRED = FID_COLUMNS[:9]
 NLL_REQUIRED = NLL_COLUMNS[:3]
 # kept beside the tidy columns (not written to metrics.csv): what the orderings need
 FID_EXTRA = ["fid_bootstrap", "bootstrap_n", "bootstrap_seed", "n_reference", "denoise_is_tweedie"]
+FID_READ = ["seed_index", "fid_ci_level"]  # read for merging seeds, not kept
 NLL_EXTRA = ["bpd_per_image"]
 ODE_METHODS = ("rk45", "heun", "euler", "heun-sigma", "euler-sigma")
 SDE_ORDER = ("ve", "vp", "subvp")  # the paper's order, used for rows and panels
@@ -56,20 +60,24 @@ def as_bool(value) -> bool:
 
 
 def load_fid_results(files: Sequence) -> pd.DataFrame:
-    """One row per FID JSON (columns FID_COLUMNS + FID_EXTRA + ``case``, ``kind``), sorted."""
+    """One row per case (columns FID_COLUMNS + FID_EXTRA + ``case``, ``kind``), sorted; a case
+    given for several seeds (``seed_index``) is one row, merged by ``merge_seeds``."""
+    from scoresde.report.seeds import merge_seeds
+
     rows = []
     for path in files:
         rec = read_json(path, FID_REQUIRED)
-        row = {c: rec.get(c) for c in [*FID_COLUMNS, *FID_EXTRA]}
+        row = {c: rec.get(c) for c in [*FID_COLUMNS, *FID_EXTRA, *FID_READ]}
         row["denoise"] = as_bool(row["denoise"])
         row["feature_extractor"] = row["feature_extractor"] or "unknown"
         row["case"] = Path(path).stem
         row["kind"] = sampler_kind(row)
         rows.append(row)
-    df = pd.DataFrame(rows, columns=[*FID_COLUMNS, *FID_EXTRA, "case", "kind"])
-    for col in ("steps", "n_samples", "bootstrap_n", "bootstrap_seed", "n_reference"):
+    df = pd.DataFrame(merge_seeds(rows), columns=[*FID_COLUMNS, *FID_EXTRA, "case", "kind"])
+    for col in ("steps", "n_samples", "bootstrap_n", "bootstrap_seed", "n_reference", "seeds"):
         df[col] = pd.array([None if missing(v) else int(v) for v in df[col]], dtype="Int64")
-    for col in ("nfe", "fid", "kid", "kid_std", "seconds", "fid_ci_low", "fid_ci_high"):
+    for col in ("nfe", "fid", "kid", "kid_std", "seconds", "fid_ci_low", "fid_ci_high",
+                "fid_seed_sd"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     if (df["nfe"].dropna() % 1 == 0).all():
         df["nfe"] = df["nfe"].astype("Int64")

@@ -37,11 +37,26 @@ def sweep_table(fid: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
             "Tweedie denoising": "yes" if r["denoise"] else "no", "NFE": fmt(r["nfe"]),
             fid_column(confidence): fid_with_interval(r, confidence),
             "KID (mean ± s.d.)": pm(r["kid"], r["kid_std"]),
-            "samples": cell(r["n_samples"]), "sampling time (s)": fmt(r["seconds"]),
+            "samples": samples_text(r), "sampling time (s)": fmt(r["seconds"]),
             "feature extractor": r["feature_extractor"],
             f"FID ({PAPER_TAG})": f"{paper[0]} ({paper[1]})" if paper else "",
         })  # fmt: skip
+        if several_seeds(fid):  # report.seeds > 1: the FID is a mean, show the seeds' spread
+            rows[-1][fid_column(confidence)] += " (mean)"
+            rows[-1]["FID s.d. over seeds"] = fmt(r.get("fid_seed_sd"))
     return pd.DataFrame(rows)
+
+
+def several_seeds(fid: pd.DataFrame) -> bool:
+    return "seeds" in fid and bool((fid["seeds"].fillna(1) > 1).any())
+
+
+def samples_text(r: dict) -> str:
+    """``n`` or, for a mean over seeds, ``n x k seeds``."""
+    seeds = r.get("seeds")
+    if missing(seeds) or int(seeds) <= 1:
+        return cell(r["n_samples"])
+    return f"{cell(r['n_samples'])} x {int(seeds)} seeds"
 
 
 def likelihood_table(nll: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:

@@ -63,7 +63,13 @@ def paired(a: dict, b: dict) -> bool:
     ra, rb = _replicates(a), _replicates(b)
     keys = ("bootstrap_seed", "n_samples", "n_reference", "dataset", "feature_extractor")
     same = all(not missing(a.get(k)) and not missing(b.get(k)) and a[k] == b[k] for k in keys)
+    same = same and seed_count(a) == seed_count(b)  # means over as many seeds
     return ra is not None and rb is not None and len(ra) == len(rb) and same
+
+
+def seed_count(r: dict) -> int:
+    n = r.get("seeds")
+    return 1 if missing(n) else int(n)
 
 
 def fid_difference(a: dict, b: dict, confidence: float) -> dict:

@@ -177,8 +177,9 @@ def timer() -> Iterator[list[float]]:
 
 def draw_samples(model, sde, meta: dict, sampler: str, steps: int | None,
                  denoise: Sequence[bool], n: int, batch_size: int, seed: int, device,
-                 **sampler_kwargs):
-    """Draw `n` samples in batches, sample i from the stream ``seed_stream(seed, "sample", i)``,
+                 first: int = 0, **sampler_kwargs):
+    """Draw `n` samples in batches, sample i (``first`` .. ``first + n - 1``) from the stream
+    ``seed_stream(seed, "sample", i)``,
     for every setting in `denoise` from one trajectory; returns
     ``({denoise: uint8 images}, {denoise: nfe}, seconds)``.
 
@@ -195,7 +196,7 @@ def draw_samples(model, sde, meta: dict, sampler: str, steps: int | None,
     nfes = {d: [] for d in denoise}
     with timer() as t, torch.no_grad():
         for start, count in batches(n, batch_size):
-            gens = per_sample_generators(seed, start, count, device)
+            gens = per_sample_generators(seed, first + start, count, device)
             drawn = run_sampler(score_fn, sde, (count, *shape), sampler, steps, denoise,
                                 generator=gens, device=device, **sampler_kwargs)
             for d, (x, nfe) in drawn.items():
