@@ -130,3 +130,71 @@ def test_report_section(tmp_path):
     assert flat_metrics(df)["digits/vp/controllable/conditional/class 0/accuracy"] == 0.5
     assert [f["name"] for f in result["figures"]] == ["controllable_digits_vp"]
     assert result["section"].heading == "Controllable generation"
+
+
+RGB_TINY = """
+data: {dataset: image_folder, root: %s, n_reference: 32}
+model: {channels: 8, channel_mult: [1, 2]}
+sde: {names: [vp]}
+train: {n_iters: 4, snapshot_every: 4, batch_size: 16, log_every: 2, warmup: 2}
+eval: {features: {epochs: 1}}
+controllable:
+  inpaint: {n_images: 4, steps: 3, methods: [replace, smc], smc: {particles: 2}}
+"""
+
+
+@pytest.mark.slow
+def test_colorize_stage_on_an_rgb_image_folder(tmp_path):
+    """prepare-data -> train-features -> train -> colorize on 8x8 colour PNGs: one coloured set
+    per method, their grey level equal to the input's, metrics rows and the report's figure."""
+    import numpy as np
+    from PIL import Image
+
+    from scoresde.cli import main
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("test", 8)):
+        for k in range(n):
+            d = tmp_path / "raw" / split / f"c{k % 2}"
+            d.mkdir(parents=True, exist_ok=True)
+            img = np.zeros((8, 8, 3), np.uint8)
+            img[..., k % 3] = rng.integers(120, 255, (8, 8))  # a red, green or blue image
+            Image.fromarray(img).save(d / f"{k}.png")
+    p = tmp_path / "params.yaml"
+    p.write_text(RGB_TINY % (tmp_path / "raw"))
+    data, ck, out = tmp_path / "data", tmp_path / "ck", tmp_path / "controllable/image_folder/vp"
+
+    def run(*args):
+        return main([str(a) for a in args])
+
+    assert run("prepare-data", "--params", p, "--train-out", data / "train.pt", "--test-out",
+               data / "test.pt", "--reference-out", data / "reference.pt",
+               "--config-out", data / "config.json") == 0
+    assert run("train-features", "--params", p, "--data", data / "train.pt", "--test",
+               data / "test.pt", "--out", ck / "fid_features.pt", "--device", "cpu") == 0
+    assert run("train", "--params", p, "--data", data / "train.pt", "--sde", "vp", "--out-dir",
+               ck / "vp", "--log-csv", ck / "vp/train_log.csv", "--config-out",
+               ck / "vp/config.json", "--threads", "1") == 0
+    args = ["colorize", "--params", p, "--checkpoint", ck / "vp/step_4.pt", "--data",
+            data / "test.pt", "--extractor", ck / "fid_features.pt", "--reference",
+            data / "reference.pt", "--methods", "replace", "smc", "--sde", "vp"]
+    assert run(*args, "--out", out / "colorize/replace.pt", out / "colorize/smc.pt",
+               "--inputs-out", out / "colorize/inputs.pt", "--metrics", out / "colorize.json") == 0
+    shown = torch.load(out / "colorize/inputs.pt", weights_only=True)
+    truth, grey = shown["truth"], shown["grey"]
+    assert truth.shape == grey.shape == (4, 3, 8, 8)
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 0], grey[:, 2])
+    for method in ("replace", "smc"):
+        images = torch.load(out / f"colorize/{method}.pt", weights_only=True)["images"]
+        assert images.shape == (4, 3, 8, 8) and images.dtype == torch.uint8
+        # (that the grey level is kept exactly, in model space, is test_controllable.py's
+        # test_colorize_keeps_the_grey_level; a 4-step model's colours clip to 0 / 255 here)
+    rows = json.loads((out / "colorize.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["replace", "smc"]
+    assert all(r["task"] == "colorize" and r["psnr"] > 0 and r["nfe"] > 0 for r in rows)
+    section = controllable_section([out / "colorize.json"], tmp_path / "reports")
+    assert [f["name"] for f in section["figures"]] == ["controllable_image_folder_vp"]
+    # one output per method
+    assert run(*args, "--out", tmp_path / "a.pt", "--inputs-out", tmp_path / "i.pt",
+               "--metrics", tmp_path / "m.json") == 2
+    assert not (tmp_path / "m.json").exists()

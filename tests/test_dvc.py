@@ -193,7 +193,8 @@ def direct_imports(path: str) -> set[str]:
     return {module_path(m) for m in found}
 
 
-SEED_RULES = {"sample_seed", "fid_seed"}
+# jobs only with report.seeds > 1 / on an RGB dataset
+OPTIONAL_RULES = {"sample_seed", "fid_seed", "colorize"}
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +217,7 @@ def test_stages_run_snakemake_on_their_own_rules(dag):
         for rule in set(st["allowed"]) - {st["target"][0]} | ({st["target"][0]} & rules):
             assert rule not in owner, f"rule {rule} runs in stages {owner.get(rule)} and {name}"
             owner[rule] = name
-    unknown = set(owner) - rules - SEED_RULES  # the seed rules have jobs only with report.seeds > 1
+    unknown = set(owner) - rules - OPTIONAL_RULES  # rules without jobs in the default DAG
     assert rules <= set(owner) and not unknown, f"rules of no stage: {rules - set(owner)}; unknown: {unknown}"
     extra = [j["rule"] for j in jobs if j["rule"] in rules and not any(j is p for p in pipeline)]
     assert not extra, f"dvc.smk targets ask for jobs outside the pipeline's DAG: {extra}"

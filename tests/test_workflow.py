@@ -4,6 +4,7 @@ report captions, and (slow) the smoke configuration end to end with `snakemake -
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -97,7 +98,9 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
     counts = _job_counts(proc.stdout)
     ctrl = c["controllable"]  # one classifier, conditional-sample and inpaint job per SDE
     n_ctrl = ctrl["enabled"] * len(set(ctrl["sdes"] or c["sde"]["names"]) & set(c["sde"]["names"]))
-    controllable = {r: n_ctrl for r in ("train_classifier", "conditional_sample", "inpaint") if n_ctrl}
+    rgb = c["data"]["dataset"] in ("cifar10", "image_folder")  # and colorize on colour data
+    rules = ("train_classifier", "conditional_sample", "inpaint", *(["colorize"] if rgb else []))
+    controllable = {r: n_ctrl for r in rules if n_ctrl}
     assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
                       "report": 1, "sample": n_sde * n_case // len(c["sample"]["denoise"]),
                       "select_checkpoint": n_sde,
@@ -179,3 +182,26 @@ def test_smoke_config_end_to_end(workdir):
         assert name in smk, name
     for rst in sorted((workdir / "workflow/report").glob("*.rst")):
         assert " ".join(rst.read_text().split()[:4]) in smk, f"caption {rst.name} not shown"
+
+    # report.seeds: a second seed of every VP case, on top of the run above (only the new
+    # sample_seed / fid_seed jobs and the report run: the VP jobs' parameters are unchanged);
+    # each case's FID is the mean of the two
+    (workdir / "seeds.yaml").write_text(
+        "sde: {names: [vp]}\nreport: {seeds: 2}\ncontrollable: {enabled: false}\n")
+    args = ("--cores", "2", "--configfile", ".test/params.yaml", "seeds.yaml")
+    plan = snakemake("-n", *args, cwd=workdir)
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout + plan.stderr, re.M))
+    assert jobs == {"sample_seed": str(n_case // 2 if tweedie else n_case), "fid_seed": "1",
+                    "report": "1", "all": "1", "total": jobs.get("total")}, plan.stdout
+    proc = snakemake(*args, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    merged = _rows(workdir / "reports/metrics.csv")
+    assert len(merged) == n_case and all(r["seeds"] == "2" for r in merged)
+    means = []
+    for case in cases.sweep(c["sample"]["samplers"], c["sample"]["steps"],
+                            c["sample"]["denoise"], c["sample"]["extra_cases"]):
+        fids = [json.loads((workdir / f"metrics/digits/vp/fid/{sub}{case}.json").read_text())["fid"]
+                for sub in ("", "seed1/")]
+        assert fids[0] != fids[1], case  # seed 1 draws other samples
+        means.append(sum(fids) / 2)
+    assert sorted(float(r["fid"]) for r in merged) == pytest.approx(sorted(means))

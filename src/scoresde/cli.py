@@ -334,6 +334,17 @@ def cmd_inpaint(args) -> None:
                          **_runtime(args, params, "controllable"))
 
 
+def cmd_colorize(args) -> None:
+    from scoresde.stages import controllable
+
+    sde = _check_sde(args.sde)
+    params = _params(args)
+    controllable.colorize(job_params(params, "colorize", sde), args.checkpoint, args.data,
+                          args.extractor, args.reference, args.methods, args.out,
+                          args.inputs_out, args.metrics, expect_sde=sde,
+                          **_runtime(args, params, "controllable"))
+
+
 def _add_controllable_parsers(sub) -> None:
     p = sub.add_parser("train-classifier", help="noise-conditional classifier p_t(y | x(t))")
     _path(p, "--data", "input: processed training split")
@@ -367,6 +378,19 @@ def _add_controllable_parsers(sub) -> None:
     _sde_arg(p, required=False)
     _common(p)
     p.set_defaults(func=cmd_inpaint)
+
+    p = sub.add_parser("colorize", help="colour grey RGB test images (App. I.3); PSNR, SSIM, FID")
+    _path(p, "--checkpoint", "input: score-model checkpoint (best.pt) of an RGB dataset")
+    _path(p, "--data", "input: processed test split (ground truth)")
+    _path(p, "--extractor", "input: FID feature classifier checkpoint")
+    _path(p, "--reference", "input: FID reference set")
+    p.add_argument("--methods", nargs="+", required=True, help="replace, repaint and/or smc")
+    _path(p, "--out", "output: coloured images, one per method", nargs="+")
+    _path(p, "--inputs-out", "output: ground truth and grey inputs (for the figures)")
+    _path(p, "--metrics", "output: metrics JSON (one row per method)")
+    _sde_arg(p, required=False)
+    _common(p)
+    p.set_defaults(func=cmd_colorize)
 
 
 def build_parser() -> argparse.ArgumentParser:

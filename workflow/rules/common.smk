@@ -138,13 +138,16 @@ INPAINT_CASES = expand(
 )
 
 
+RGB = DATASET in ("cifar10", "image_folder")  # colorization needs colour images
+
+
 def controllable_results(wildcards=None):
     """The metrics JSONs the report's controllable section reads (none when disabled)."""
     return expand(
         "controllable/{dataset}/{sde}/{task}.json",
         dataset=DATASET,
         sde=CTRL_SDES,
-        task=["conditional", "inpaint"],
+        task=["conditional", "inpaint", *(["colorize"] if RGB else [])],
     )
 
 

@@ -93,3 +93,40 @@ rule inpaint:
         "--extractor {input.extractor} --masks {params.masks} --methods {params.methods} "
         "--sde {wildcards.sde} --out {output.completions} --inputs-out {output.inputs} "
         "--metrics {output.metrics} --device {params.device} --threads {threads} > {log} 2>&1"
+
+
+# RGB datasets (cifar10, image_folder): colour the grey test images with inpainting's methods.
+rule colorize:
+    input:
+        checkpoint="checkpoints/{dataset}/{sde}/best.pt",
+        test="data/processed/{dataset}/test.pt",
+        reference="data/processed/{dataset}/reference.pt",
+        extractor="checkpoints/{dataset}/fid_features.pt",
+    output:
+        coloured=expand(
+            "controllable/{{dataset}}/{{sde}}/colorize/{method}.pt",
+            method=CTRL["inpaint"]["methods"],
+        ),
+        inputs="controllable/{dataset}/{sde}/colorize/inputs.pt",
+        metrics="controllable/{dataset}/{sde}/colorize.json",
+    log:  # beside inpainting's (the same DVC outs)
+        "logs/inpaint/{dataset}/{sde}_colorize.log",
+    benchmark:
+        "logs/benchmarks/inpaint/{dataset}/{sde}_colorize.tsv"
+    conda:
+        "../envs/scoresde.yaml"
+    threads: res("controllable", "threads")
+    resources:
+        mem_mb=res("controllable", "mem_mb"),
+        runtime=res("controllable", "runtime"),
+        gpu=res("controllable", "gpu"),
+    params:
+        cfg=stage_params("colorize", per_sde=True),
+        device=CTRL["device"],
+        methods=CTRL["inpaint"]["methods"],
+    shell:
+        "python -m scoresde colorize --params-json {params.cfg:q} "
+        "--checkpoint {input.checkpoint} --data {input.test} --reference {input.reference} "
+        "--extractor {input.extractor} --methods {params.methods} --sde {wildcards.sde} "
+        "--out {output.coloured} --inputs-out {output.inputs} --metrics {output.metrics} "
+        "--device {params.device} --threads {threads} > {log} 2>&1"

@@ -26,7 +26,9 @@ NOTE = (
     "this table). Inpainting of held-out test images: replace = the paper's imputation (biased "
     "even with the exact score), repaint = with RePaint's resampling, smc = MCGDiff particles "
     "(asymptotically exact); PSNR over the missing pixels, SSIM over the whole image (5x5 "
-    "Gaussian window), FID of the completions against the reference set.")
+    "Gaussian window), FID of the completions against the reference set. Colorization (RGB "
+    "datasets, App. I.3): the same methods in the decoupled colour space with the grey channel "
+    "observed; PSNR over all pixels.")
 
 
 def load_rows(files: Sequence[str | os.PathLike]) -> pd.DataFrame:
@@ -77,6 +79,15 @@ def plot_sde(dataset: str, sde: str, base: Path, df: pd.DataFrame):
                 stack.append(torch.load(path, weights_only=True)["images"][:n])
             stack.append(shown["truth"][:n])
             panels.append((f"{mask} mask", torch.cat(stack), n))
+    colour = base / "colorize" / "inputs.pt"
+    if colour.is_file():  # RGB datasets: grey input, each method's colours, ground truth
+        shown = torch.load(colour, weights_only=True)
+        n = min(8, len(shown["truth"]))
+        methods = df.loc[df["task"] == "colorize", "method"]
+        stack = [shown["grey"][:n], *(torch.load(base / "colorize" / f"{m}.pt",
+                                                 weights_only=True)["images"][:n]
+                                      for m in methods), shown["truth"][:n]]  # fmt: skip
+        panels.append(("colorization", torch.cat(stack), n))
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.2), squeeze=False)
@@ -137,7 +148,8 @@ def controllable_section(files: Sequence, out_dir) -> dict:
                         "caption": f"{dataset}, {sde} SDE: class-conditional samples (row k = "
                                    "class k) and, per mask, rows: masked input (missing = black), "
                                    f"completions by {', '.join(dict.fromkeys(sub['method'].dropna()))}, "
-                                   "ground truth (test images)."})
+                                   "ground truth (test images); for RGB data also the grey "
+                                   "inputs, their colorizations and the truth."})
     table = df.drop(columns=["dataset"]).dropna(axis=1, how="all").round(4)
     return {"section": Section("Controllable generation", [("text", NOTE), ("table", table)]),
             "figures": figures}

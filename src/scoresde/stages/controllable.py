@@ -10,11 +10,16 @@
   (``replace``, ``repaint``, ``smc``) completes the first ``n_images`` test images; metrics: PSNR
   over the missing pixels and SSIM (whole image) against the ground truth, FID of completions
   against the reference set. One job per (dataset, SDE) writes every (mask, method).
+* ``colorize`` (RGB datasets): the grey image (the mean of R, G and B) of each of the first
+  ``n_images`` test images coloured by every inpainting method in the decoupled colour space
+  (App. I.3, ``scoresde.controllable.colorize``), with inpainting's ``steps`` and options;
+  metrics as for inpainting, PSNR over all pixels (every colour was hidden).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -291,20 +296,14 @@ def method_options(ip: dict, method: str) -> dict:
     return {}
 
 
-def inpaint(params: dict, checkpoint: str, test_path: str, extractor: str, reference_path: str,
-            masks: Sequence[str], methods: Sequence[str], outs: Sequence[str], inputs_out: str,
-            metrics_out: str, device_name: str = "auto", threads: int = 1,
-            expect_sde: str | None = None) -> list[dict]:
-    """Complete the first n_images test images for every (mask, method); ``outs`` in the order
-    of ``[(mask, method) for mask in masks for method in methods]``."""
-    from scoresde.controllable import inpaint as complete
+def _completion_setup(params: dict, checkpoint: str, test_path: str, reference_path: str,
+                      device_name: str, threads: int, expect_sde: str | None):
+    """What inpainting and colorization share: the model, the first n_images test images (truth
+    as uint8, ``y`` in model space), the reference set, the score and the corrector's snr."""
     from scoresde.losses import get_score_fn
     from scoresde.stages.common import levels_to_uint8
     from scoresde.utils import pick_device
 
-    cases = [(m, meth) for m in masks for meth in methods]
-    if len(outs) != len(cases):
-        raise StageError(f"give one --out per (mask, method): {len(cases)} expected, got {len(outs)}")
     ip = params["controllable"]["inpaint"]
     setup_torch(threads)
     device = pick_device(device_name)
@@ -313,35 +312,98 @@ def inpaint(params: dict, checkpoint: str, test_path: str, extractor: str, refer
     if list(test["x"].shape[1:]) != list(meta["image_shape"]):
         raise StageError(f"test split {test_path} holds {tuple(test['x'].shape[1:])} images but the "
                          f"score model was trained on {tuple(meta['image_shape'])}; same dataset?")
-    reference = load_reference(reference_path)
     n = min(ip["n_images"], len(test["x"]))
     levels = int(test["levels"])
-    truth = levels_to_uint8(test["x"][:n], levels)
-    y = model_space(test["x"][:n], levels, meta["centered"], meta["dequantize"]).to(device)
-    score = get_score_fn(sde, model)
-    snr = params["sample"]["snr"][sde.name]
+    return {"ip": ip, "device": device, "sde": sde, "meta": meta, "n": n,
+            "truth": levels_to_uint8(test["x"][:n], levels),
+            "y": model_space(test["x"][:n], levels, meta["centered"], meta["dequantize"]).to(device),
+            "reference": load_reference(reference_path), "score": get_score_fn(sde, model),
+            "snr": params["sample"]["snr"][sde.name]}
+
+
+def _complete(job: dict, method: str, run) -> tuple:
+    """``run(generator=..., method=..., **options) -> (x, nfe)`` with the method's options and
+    the stage's seed; returns the uint8 images, nfe and seconds."""
+    ip = job["ip"]
+    gen = seeded_generator(ip["seed"], "controllable", 0, device=job["device"])
+    with timer() as t, torch.no_grad():
+        x, nfe = run(generator=gen, method=method, corrector="none" if method == "smc" else "langevin",
+                     snr=job["snr"], **method_options(ip, method))
+    return images_from_model(x, job["meta"]), nfe, t[0]
+
+
+def _row(job: dict, task: str, case: str, mask: str, method: str, images, missing, nfe,
+         seconds, extractor: str) -> dict:
+    truth, ip = job["truth"], job["ip"]
+    return {"dataset": job["meta"]["dataset"], "sde": job["sde"].name, "task": task,
+            "case": case, "mask": mask, "method": method, "n": job["n"], "nfe": nfe,
+            "steps": ip["steps"], "psnr": float(psnr(images, truth, missing).mean()),
+            "ssim": float(ssim(images, truth).mean()),
+            "fid": _fid(images, job["reference"], extractor, ip["seed"]),
+            "seconds": round(seconds, 3)}
+
+
+def inpaint(params: dict, checkpoint: str, test_path: str, extractor: str, reference_path: str,
+            masks: Sequence[str], methods: Sequence[str], outs: Sequence[str], inputs_out: str,
+            metrics_out: str, device_name: str = "auto", threads: int = 1,
+            expect_sde: str | None = None) -> list[dict]:
+    """Complete the first n_images test images for every (mask, method); ``outs`` in the order
+    of ``[(mask, method) for mask in masks for method in methods]``."""
+    from scoresde.controllable import inpaint as complete
+
+    cases = [(m, meth) for m in masks for meth in methods]
+    if len(outs) != len(cases):
+        raise StageError(f"give one --out per (mask, method): {len(cases)} expected, got {len(outs)}")
+    job = _completion_setup(params, checkpoint, test_path, reference_path, device_name, threads,
+                            expect_sde)
+    y, truth, sde = job["y"], job["truth"], job["sde"]
     rows, shown = [], {"truth": truth}
     for (mask_name, method), path in zip(cases, outs, strict=True):
-        mask = make_mask(mask_name, tuple(y.shape), ip["seed"]).to(device)
-        gen = seeded_generator(ip["seed"], "controllable", 0, device=device)
-        with timer() as t, torch.no_grad():
-            x, nfe = complete(score, sde, y, mask, ip["steps"], method=method,
-                              corrector="none" if method == "smc" else "langevin", snr=snr,
-                              generator=gen, **method_options(ip, method))
-        images = images_from_model(x, meta)
+        mask = make_mask(mask_name, tuple(y.shape), job["ip"]["seed"]).to(job["device"])
+        images, nfe, seconds = _complete(job, method, partial(
+            complete, job["score"], sde, y, mask, job["ip"]["steps"]))
         missing = (mask == 0).cpu()
         save_tensors(path, {"images": images, "mask": mask.cpu()})
         shown[f"masked_{mask_name}"] = torch.where(missing, torch.zeros_like(truth), truth)
-        rows.append({"dataset": meta["dataset"], "sde": sde.name, "task": "inpaint",
-                     "case": f"{mask_name} / {method}", "mask": mask_name, "method": method,
-                     "n": n, "nfe": nfe, "steps": ip["steps"],
-                     "psnr": float(psnr(images, truth, missing).mean()),
-                     "ssim": float(ssim(images, truth).mean()),
-                     "fid": _fid(images, reference, extractor, ip["seed"]),
-                     "seconds": round(t[0], 3)})
+        rows.append(_row(job, "inpaint", f"{mask_name} / {method}", mask_name, method, images,
+                         missing, nfe, seconds, extractor))
         log(f"{sde.name} inpaint {mask_name}/{method}: PSNR {rows[-1]['psnr']:.2f} dB, SSIM "
-            f"{rows[-1]['ssim']:.3f}, nfe {nfe}, {t[0]:.1f}s -> {path}")
+            f"{rows[-1]['ssim']:.3f}, nfe {nfe}, {seconds:.1f}s -> {path}")
     save_tensors(inputs_out, shown)
     write_json(metrics_out, {"rows": rows, "config": provenance(
         "inpaint", params, checkpoint=str(checkpoint), test=str(test_path))})
+    return rows
+
+
+def colorize(params: dict, checkpoint: str, test_path: str, extractor: str, reference_path: str,
+             methods: Sequence[str], outs: Sequence[str], inputs_out: str, metrics_out: str,
+             device_name: str = "auto", threads: int = 1,
+             expect_sde: str | None = None) -> list[dict]:
+    """Colour the grey versions of the first n_images RGB test images with every method
+    (``outs`` in the order of ``methods``); the grey input is the mean of R, G and B in model
+    space, exactly what every completion keeps."""
+    from scoresde.controllable import colorize as colour
+
+    if len(outs) != len(methods):
+        raise StageError(f"give one --out per method: {len(methods)} expected, got {len(outs)}")
+    job = _completion_setup(params, checkpoint, test_path, reference_path, device_name, threads,
+                            expect_sde)
+    y, truth, sde = job["y"], job["truth"], job["sde"]
+    if y.shape[1] != 3:
+        raise StageError(f"colorize needs RGB images; {test_path} holds {y.shape[1]}-channel "
+                         "images (colorization runs for cifar10 and image_folder datasets)")
+    gray = y.mean(dim=1, keepdim=True)
+    rows = []
+    for method, path in zip(methods, outs, strict=True):
+        images, nfe, seconds = _complete(job, method, partial(
+            colour, job["score"], sde, gray, job["ip"]["steps"]))
+        save_tensors(path, {"images": images})
+        rows.append(_row(job, "colorize", f"colour / {method}", "colour", method, images, None,
+                         nfe, seconds, extractor))
+        log(f"{sde.name} colorize {method}: PSNR {rows[-1]['psnr']:.2f} dB, SSIM "
+            f"{rows[-1]['ssim']:.3f}, nfe {nfe}, {seconds:.1f}s -> {path}")
+    grey_images = truth.float().mean(dim=1, keepdim=True).round().to(torch.uint8).expand_as(truth)
+    save_tensors(inputs_out, {"truth": truth, "grey": grey_images.contiguous()})
+    write_json(metrics_out, {"rows": rows, "config": provenance(
+        "colorize", params, checkpoint=str(checkpoint), test=str(test_path))})
     return rows
