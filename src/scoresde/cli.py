@@ -366,31 +366,29 @@ def _add_controllable_parsers(sub) -> None:
     p.set_defaults(func=cmd_conditional_sample)
 
     p = sub.add_parser("inpaint", help="complete masked test images; PSNR, SSIM, FID")
+    _completion_args(p, "completions, one per (mask, method), masks outermost",
+                     "masked inputs", "(mask, method)", masks=True)
+    p.set_defaults(func=cmd_inpaint)
+
+    p = sub.add_parser("colorize", help="colour grey RGB test images (App. I.3); PSNR, SSIM, FID")
+    _completion_args(p, "coloured images, one per method", "grey inputs", "method")
+    p.set_defaults(func=cmd_colorize)
+
+
+def _completion_args(p, outs: str, inputs: str, row: str, masks: bool = False) -> None:
+    """The arguments inpaint and colorize share."""
     _path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
     _path(p, "--data", "input: processed test split (ground truth)")
     _path(p, "--extractor", "input: FID feature classifier checkpoint")
     _path(p, "--reference", "input: FID reference set")
-    p.add_argument("--masks", nargs="+", required=True, help="centre, left and/or random")
+    if masks:
+        p.add_argument("--masks", nargs="+", required=True, help="centre, left and/or random")
     p.add_argument("--methods", nargs="+", required=True, help="replace, repaint and/or smc")
-    _path(p, "--out", "output: completions, one per (mask, method), masks outermost", nargs="+")
-    _path(p, "--inputs-out", "output: ground truth and masked inputs (for the figures)")
-    _path(p, "--metrics", "output: metrics JSON (one row per (mask, method))")
+    _path(p, "--out", f"output: {outs}", nargs="+")
+    _path(p, "--inputs-out", f"output: ground truth and {inputs} (for the figures)")
+    _path(p, "--metrics", f"output: metrics JSON (one row per {row})")
     _sde_arg(p, required=False)
     _common(p)
-    p.set_defaults(func=cmd_inpaint)
-
-    p = sub.add_parser("colorize", help="colour grey RGB test images (App. I.3); PSNR, SSIM, FID")
-    _path(p, "--checkpoint", "input: score-model checkpoint (best.pt) of an RGB dataset")
-    _path(p, "--data", "input: processed test split (ground truth)")
-    _path(p, "--extractor", "input: FID feature classifier checkpoint")
-    _path(p, "--reference", "input: FID reference set")
-    p.add_argument("--methods", nargs="+", required=True, help="replace, repaint and/or smc")
-    _path(p, "--out", "output: coloured images, one per method", nargs="+")
-    _path(p, "--inputs-out", "output: ground truth and grey inputs (for the figures)")
-    _path(p, "--metrics", "output: metrics JSON (one row per method)")
-    _sde_arg(p, required=False)
-    _common(p)
-    p.set_defaults(func=cmd_colorize)
 
 
 def build_parser() -> argparse.ArgumentParser:
