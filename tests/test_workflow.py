@@ -191,7 +191,7 @@ def test_smoke_config_end_to_end(workdir):
     args = ("--cores", "2", "--configfile", ".test/params.yaml", "seeds.yaml")
     plan = snakemake("-n", *args, cwd=workdir)
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout + plan.stderr, re.M))
-    assert jobs == {"sample_seed": str(n_case // 2 if tweedie else n_case), "fid_seed": "1",
+    assert jobs == {"sample_seed": str(n_case // len(c["sample"]["denoise"])), "fid_seed": "1",
                     "report": "1", "all": "1", "total": jobs.get("total")}, plan.stdout
     proc = snakemake(*args, cwd=workdir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

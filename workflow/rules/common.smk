@@ -72,8 +72,7 @@ def snapshots(wildcards):
 
 
 # report.seeds: seed 0 at the sweep's paths, seeds 1.. under seed{k}/
-SEEDS = config["report"]["seeds"]
-SEED_INDICES = list(range(1, SEEDS))
+SEED_INDICES = list(range(1, config["report"]["seeds"]))
 
 
 def fid_results(wildcards):

@@ -11,7 +11,7 @@ import pandas as pd
 from scoresde.report.load import cell, fmt, missing, pm
 from scoresde.report.orderings import VERDICT_TEXT
 from scoresde.report.paper import PAPER_TAG, paper_bpd, paper_fid
-from scoresde.report.uncertainty import bpd_interval, ci_text, fid_interval, with_ci
+from scoresde.report.uncertainty import bpd_interval, ci_text, fid_interval, seed_count, with_ci
 
 VERDICT_CLASS = {"held": "held", "not held": "failed", "undecided": "undecided"}
 
@@ -27,7 +27,7 @@ def fid_column(confidence: float) -> str:
 
 def sweep_table(fid: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """The sampler sweep with the paper's Table 1 FID where the same case exists."""
-    rows = []
+    rows, means = [], several_seeds(fid)
     for r in fid.to_dict("records"):
         paper = paper_fid(r)
         rows.append({
@@ -41,7 +41,7 @@ def sweep_table(fid: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
             "feature extractor": r["feature_extractor"],
             f"FID ({PAPER_TAG})": f"{paper[0]} ({paper[1]})" if paper else "",
         })  # fmt: skip
-        if several_seeds(fid):  # report.seeds > 1: the FID is a mean, show the seeds' spread
+        if means:  # report.seeds > 1: the FID is a mean, show the seeds' spread
             rows[-1][fid_column(confidence)] += " (mean)"
             rows[-1]["FID s.d. over seeds"] = fmt(r.get("fid_seed_sd"))
     return pd.DataFrame(rows)
@@ -53,10 +53,8 @@ def several_seeds(fid: pd.DataFrame) -> bool:
 
 def samples_text(r: dict) -> str:
     """``n`` or, for a mean over seeds, ``n x k seeds``."""
-    seeds = r.get("seeds")
-    if missing(seeds) or int(seeds) <= 1:
-        return cell(r["n_samples"])
-    return f"{cell(r['n_samples'])} x {int(seeds)} seeds"
+    seeds = seed_count(r)
+    return cell(r["n_samples"]) if seeds == 1 else f"{cell(r['n_samples'])} x {seeds} seeds"
 
 
 def likelihood_table(nll: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
