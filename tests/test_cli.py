@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from scoresde.cli import main
+from stage_runs import prepare_and_train, run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = """
@@ -32,10 +31,6 @@ NLL_FIELDS = {"dataset", "sde", "bpd", "bpd_sem", "nfe", "n_images", "divergence
               "rtol", "atol"}
 
 
-def run(*args: str) -> int:
-    return main([str(a) for a in args])
-
-
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """Runs every stage once, in order, on tiny settings (VE only); returns the folder."""
@@ -43,14 +38,7 @@ def work(tmp_path_factory):
     p = d / "params.yaml"
     p.write_text(TINY)
     data, ckpt = d / "data", d / "checkpoints"
-    assert run("prepare-data", "--params", p, "--train-out", data / "train.pt",
-               "--test-out", data / "test.pt", "--reference-out", data / "reference.pt",
-               "--config-out", data / "config.json") == 0
-    assert run("train-features", "--params", p, "--data", data / "train.pt", "--test",
-               data / "test.pt", "--out", ckpt / "fid_features.pt", "--device", "cpu") == 0
-    assert run("train", "--params", p, "--data", data / "train.pt", "--sde", "ve", "--out-dir",
-               ckpt / "ve", "--log-csv", ckpt / "ve/train_log.csv", "--config-out",
-               ckpt / "ve/config.json", "--threads", "1") == 0
+    prepare_and_train(p, data, ckpt, "ve")
     assert run("select-checkpoint", "--params", p, "--checkpoints", ckpt / "ve/step_3.pt",
                ckpt / "ve/step_6.pt", "--reference", data / "reference.pt", "--extractor",
                ckpt / "fid_features.pt", "--best", ckpt / "ve/best.pt", "--table",

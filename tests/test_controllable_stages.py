@@ -149,8 +149,7 @@ def test_colorize_stage_on_an_rgb_image_folder(tmp_path):
     per method, their grey level equal to the input's, metrics rows and the report's figure."""
     import numpy as np
     from PIL import Image
-
-    from scoresde.cli import main
+    from stage_runs import prepare_and_train, run
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 24), ("test", 8)):
@@ -163,18 +162,7 @@ def test_colorize_stage_on_an_rgb_image_folder(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text(RGB_TINY % (tmp_path / "raw"))
     data, ck, out = tmp_path / "data", tmp_path / "ck", tmp_path / "controllable/image_folder/vp"
-
-    def run(*args):
-        return main([str(a) for a in args])
-
-    assert run("prepare-data", "--params", p, "--train-out", data / "train.pt", "--test-out",
-               data / "test.pt", "--reference-out", data / "reference.pt",
-               "--config-out", data / "config.json") == 0
-    assert run("train-features", "--params", p, "--data", data / "train.pt", "--test",
-               data / "test.pt", "--out", ck / "fid_features.pt", "--device", "cpu") == 0
-    assert run("train", "--params", p, "--data", data / "train.pt", "--sde", "vp", "--out-dir",
-               ck / "vp", "--log-csv", ck / "vp/train_log.csv", "--config-out",
-               ck / "vp/config.json", "--threads", "1") == 0
+    prepare_and_train(p, data, ck, "vp")
     args = ["colorize", "--params", p, "--checkpoint", ck / "vp/step_4.pt", "--data",
             data / "test.pt", "--extractor", ck / "fid_features.pt", "--reference",
             data / "reference.pt", "--methods", "replace", "smc", "--sde", "vp"]
