@@ -31,13 +31,14 @@ def run(params: dict, train_out: str, test_out: str, reference_out: str,
             raise DataError(f"{name}: the {split} split is empty (data.n_{split}, data.root)")
         log(f"{name} {split}: {tuple(ds.x.shape)} levels {ds.levels}")
     train = splits["train"]
-    reference = reference_images(train.x, train.levels, data["n_reference"], data["seed"])
+    source = splits[data["reference_split"]]
+    reference = reference_images(source.x, source.levels, data["n_reference"], data["seed"])
     for split, path in (("train", train_out), ("test", test_out)):
         ds = splits[split]
         save_tensors(path, {"x": ds.x, "labels": ds.labels, "levels": int(ds.levels),
                             "name": name})
     save_tensors(reference_out, {"images": reference})
-    log(f"FID reference set: {tuple(reference.shape)} uint8")
+    log(f"FID reference set: {tuple(reference.shape)} uint8 from the {data['reference_split']} split")
     if config_out:
         write_json(config_out, provenance(
             "prepare-data", params, outputs=[train_out, test_out, reference_out],
@@ -45,7 +46,7 @@ def run(params: dict, train_out: str, test_out: str, reference_out: str,
 
 
 def reference_images(x: torch.Tensor, levels: int, n: int | None, seed: int) -> torch.Tensor:
-    """`n` training images (a random subset from the stream ``seed_stream(seed, "data", 2)``;
+    """`n` images of a split (a random subset from the stream ``seed_stream(seed, "data", 2)``;
     all when n is None) as uint8 0..255."""
     if n is not None and n < len(x):
         idx = torch.randperm(len(x), generator=seeded_generator(seed, "data", 2))[:n]
