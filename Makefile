@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast test-slurm lint reproduce bench dag clean chromium report-shot
+.PHONY: venv test test-fast test-slurm lint reproduce bench dag clean chromium fashion-mnist report-shot
 
 $(STAMP): pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,19 @@ chromium:
 		echo "make: could not install chromium; the browser test will skip"; \
 	else echo "make: no chromium (installing it needs root and apt-get); the browser test will skip"; fi
 
-test: $(STAMP) chromium
+# The 28x28 end-to-end test reads the real Fashion-MNIST files of Debian's package
+# dataset-fashion-mnist (30 MB): installed here when missing and root; otherwise that test skips.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+fashion-mnist:
+	@test -f $(FASHION_MNIST) || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "make: installing Debian's dataset-fashion-mnist for the 28x28 end-to-end test"; \
+		{ timeout 300 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 \
+		  apt-get install -y -qq dataset-fashion-mnist; } >/dev/null 2>&1 || \
+		echo "make: could not install dataset-fashion-mnist; the 28x28 test will skip"; \
+	else echo "make: no dataset-fashion-mnist (installing it needs root and apt-get); the 28x28 test will skip"; fi
+
+test: $(STAMP) chromium fashion-mnist
 	$(BIN)/ruff check src tests workflow benchmarks
 	$(BIN)/python -m pytest -n 2 tests
 

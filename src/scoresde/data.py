@@ -129,17 +129,19 @@ def _read_idx(path: Path) -> np.ndarray:
     return data.reshape(dims)
 
 
-def _idx_dir(directory: Path, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Images and labels from the four IDX files in `directory` (.gz or not), or None."""
+def _idx_dir(name: str, directory: Path, split: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Images and labels from the split's two IDX files in `directory` (.gz or not); None when
+    neither is there, DataError naming the file when only one is."""
     prefix = "train" if split == "train" else "t10k"
-    found = []
-    for kind in ("images-idx3", "labels-idx1"):
-        paths = [directory / f"{prefix}-{kind}-ubyte{ext}" for ext in ("", ".gz")]
-        path = next((p for p in paths if p.is_file()), None)
+    paths = {kind: next((p for p in (directory / f"{prefix}-{kind}-ubyte{ext}" for ext in ("", ".gz"))
+                         if p.is_file()), None) for kind in ("images-idx3", "labels-idx1")}
+    if not any(paths.values()):
+        return None
+    for kind, path in paths.items():
         if path is None:
-            return None
-        found.append(torch.from_numpy(_read_idx(path).copy()))
-    images, labels = found
+            raise _missing(name, directory, f"{prefix}-{kind}-ubyte(.gz) is missing beside "
+                                            f"the {split} split's other IDX file")
+    images, labels = (torch.from_numpy(_read_idx(path).copy()) for path in paths.values())
     if images.ndim != 3 or len(images) != len(labels):
         raise DataError(f"IDX files in {directory} do not match: images {tuple(images.shape)}, "
                         f"labels {tuple(labels.shape)}")
@@ -160,7 +162,7 @@ def _why(err: Exception) -> str:
 def _mnist(name: str, split: str, root: str | Path | None):
     if root is None:
         if name == "fashion_mnist":
-            found = _idx_dir(DEBIAN_FASHION_MNIST, split)
+            found = _idx_dir(name, DEBIAN_FASHION_MNIST, split)
             if found is None:
                 raise _missing(name, root, f"no files in {DEBIAN_FASHION_MNIST}; run "
                                            "`apt-get install dataset-fashion-mnist` or pass root")
@@ -173,7 +175,7 @@ def _mnist(name: str, split: str, root: str | Path | None):
         ds = cls(str(root), train=split == "train", download=False)
         return ds.data[:, None], ds.targets, 256
     except Exception as err:  # not there, or unreadable: try the plain IDX files in root
-        found = _idx_dir(Path(root), split)
+        found = _idx_dir(name, Path(root), split)
         if found is None:
             raise _missing(name, root, _why(err)) from None
         return (*found, 256)
