@@ -67,6 +67,18 @@ def test_fid_of_a_set_with_itself_is_zero(digits, classifier):
     assert out["feature_extractor"] == "scoresde-classifier (trained on digits; not Inception)"
 
 
+def test_the_extractor_label_carries_its_test_accuracy(digits, classifier, tmp_path):
+    te = digits["test"]
+    acc = metrics.classifier_accuracy(classifier["state"], classifier["config"],
+                                      digits["images"][te], digits["labels"][te])
+    path = tmp_path / "features.pt"
+    save_checkpoint(path, classifier["state"], {**classifier["config"], "test_accuracy": acc})
+    half = digits["images"][0::2]
+    out = metrics.compute_fid_kid(half, half, path)
+    assert out["feature_extractor"] == (f"scoresde-classifier (trained on digits, test accuracy "
+                                        f"{acc:.3f}; not Inception)")
+
+
 def test_fid_ranks_noise_above_a_real_split_and_grows_with_noise(digits, classifier):
     a, b = digits["images"][0::2], digits["images"][1::2]
     split = metrics.compute_fid_kid(a, b, classifier["path"], seed=0)

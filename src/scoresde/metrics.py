@@ -347,7 +347,9 @@ def _resolve_extractor(extractor_weights_path, inception_weights):
             "from `python -m scoresde train-features`) or inception_weights (a local file)"
         )
     _, config = load_feature_extractor(extractor_weights_path)
-    label = f"{EXTRACTOR_NAME} (trained on {config['dataset']}; not Inception)"
+    acc = config.get("test_accuracy")
+    accuracy = f", test accuracy {acc:.3f}" if acc is not None else ""
+    label = f"{EXTRACTOR_NAME} (trained on {config['dataset']}{accuracy}; not Inception)"
     return register_classifier_extractor(), str(extractor_weights_path), label
 
 
