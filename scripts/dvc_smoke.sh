@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two DVC experiments on the smoke configuration in a throwaway git repository (this checkout's
 # files, .test/params.yaml merged into params.yaml): the baseline and train.seed=1, then the
-# `dvc exp show` table of the README's "Comparing experiments". About 3-5 minutes on 2 cores.
+# `dvc exp show` table of docs/experiments.md. About 3-5 minutes on 2 cores.
 #   scripts/dvc_smoke.sh [DIR]     (DIR: where to build the repository; default: a temp folder)
 # Needs the project's environment active (python, snakemake and dvc on PATH).
 set -euo pipefail
