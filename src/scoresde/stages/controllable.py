@@ -144,7 +144,9 @@ def classifier_config(params: dict, sde_name: str, split: dict) -> dict:
             "sde": sde_config(params["sde"], sde_name), "model": net, "train": cl}
 
 
-def build_classifier(config: dict):
+def build_noise_conditional_classifier(config: dict):
+    """The noise-conditional classifier p_t(y | x(t)) that a train-classifier config describes
+    (not the FID feature classifier of ``metrics.build_feature_classifier``)."""
     from scoresde.models.classifier import NoiseConditionalClassifier
 
     return NoiseConditionalClassifier(**{k: tuple(v) if isinstance(v, list) else v
@@ -167,7 +169,7 @@ def train_classifier(params: dict, data_path: str, test_path: str | None, sde_na
                          "dataset (set controllable.enabled: false)")
     config = classifier_config(params, sde_name, split)
     sde = make_sde(sde_name, **{k: v for k, v in config["sde"].items() if k != "name"})
-    net = build_classifier(config).to(device)
+    net = build_noise_conditional_classifier(config).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cl["lr"])
     gen = seeded_generator(cl["seed"], "classifier")
     k, labels = split["x"], split["labels"].long()
@@ -217,7 +219,7 @@ def load_classifier(path: str, score_config: dict, device):
             raise StageError(f"classifier {path} was trained for {key}={config.get(key)!r} but the "
                              f"score model has {key}={score_config.get(key)!r}; use the classifier "
                              "of the same dataset and SDE, or " + CLASSIFIER_FIX)
-    net = build_classifier(config)
+    net = build_noise_conditional_classifier(config)
     net.load_state_dict(state)
     return net.requires_grad_(False).to(device).eval(), config
 

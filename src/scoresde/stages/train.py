@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from scoresde.checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from scoresde.cli import EXIT_PREEMPTED
 from scoresde.data import levels_to_unit, to_model_space
 from scoresde.stages.common import (
     Preempted,
@@ -597,8 +598,6 @@ def launch(params: dict, paths: dict, sde_name: str, device_name: str,
     snaps = snapshot_steps(train["n_iters"], train["snapshot_every"])
     return [Path(paths["out-dir"]) / f"step_{k}.pt" for k in snaps]
 
-
-EXIT_PREEMPTED = 128 + 15  # what a worker's `python -m scoresde` returns on SIGTERM
 
 
 def wait_for(procs: list[subprocess.Popen]) -> tuple[list[int], set[int]]:
