@@ -176,7 +176,7 @@ def test_a_killed_launcher_takes_its_workers_with_it(data, tmp_path, when):
     proc.kill()
     proc.wait()
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a worker may still be starting python and torch
         while any(map(alive, pids)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(map(alive, pids))
@@ -201,7 +201,7 @@ def exit_by_rank(codes: dict[int, int]) -> None:
     """A worker that exits with codes[RANK] at once, or sleeps until it is stopped."""
     code = codes.get(int(os.environ["RANK"]))
     if code is None:
-        time.sleep(120)
+        time.sleep(600)
     sys.exit(code)
 
 
@@ -212,7 +212,7 @@ def test_the_launcher_names_the_worker_that_failed_not_the_ones_it_stopped(tmp_p
     start = time.monotonic()
     with pytest.raises(StageError, match=r"^training process 1 of 2 exited with code 3 "):
         start_workers(2, exit_by_rank, ({1: 3},), tmp_path / "preempt.pt")
-    assert time.monotonic() - start < 60  # the sleeping worker was stopped, not waited for
+    assert time.monotonic() - start < 500  # the sleeping worker was stopped, not waited for
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the caller's handler is back
 
 
@@ -256,7 +256,7 @@ def test_two_nodes_of_one_process_train_what_one_node_of_two_trains(data, two):
              f"127.0.0.1:{port}", "--rdzv-id", f"two-nodes-{port}", "--max-restarts", "0",
              "-m", "scoresde", *map(str, train_args(data, out, "train.processes=2", threads=1))]
     nodes = [subprocess.Popen(agent, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    errs = [node.communicate(timeout=300)[1] for node in nodes]
+    errs = [node.communicate(timeout=900)[1] for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], errs
     assert sum("distributed: 2 processes (gloo)" in err for err in errs) == 1  # one rank 0
     assert_bit_identical(two, out)

@@ -107,7 +107,9 @@ def as_uint8_images(images, levels: int | None = None) -> torch.Tensor:
     if levels is not None:
         if x.is_floating_point() or int(x.min()) < 0 or int(x.max()) > levels - 1:
             raise ValueError(f"images must hold integer levels 0..{levels - 1}")
-        return torch.round(x.double() * (255.0 / (levels - 1))).to(torch.uint8)
+        from scoresde.data import Levels
+
+        return Levels(levels).to_uint8(x)
     if x.dtype != torch.uint8:
         raise ValueError(
             f"images must be uint8 in 0..255 (got dtype {x.dtype}); convert with "

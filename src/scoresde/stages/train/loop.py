@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from scoresde.checkpoint import save_checkpoint
-from scoresde.data import levels_to_unit, to_model_space
+from scoresde.data import Levels
 from scoresde.stages.common import (
     Preempted,
     StageError,
@@ -88,18 +88,10 @@ def learning_rate(step: int, lr: float, warmup: int) -> float:
 
 
 def model_batch(k: torch.Tensor, meta: dict, batch_size: int, gen: torch.Generator):
-    """A random batch (with replacement) of level images mapped to model space.
-
-    Levels go to [0, 1] as k / (L - 1), or, with dequantisation, as (k + u) / L with
-    u ~ U[0, 1) (the map the likelihood stage uses), then to [-1, 1] when centred.
-    """
-    from scoresde.likelihood import uniform_dequantize
-
+    """A random batch (with replacement) of level images mapped to model space by the run's
+    `Levels` (dequantised with u drawn from `gen` after the indices)."""
     idx = torch.randint(len(k), (batch_size,), generator=gen)
-    levels = meta["levels"]
-    dequantize = uniform_dequantize if meta["dequantize"] else None
-    x01 = dequantize(k[idx], levels, gen) if dequantize else levels_to_unit(k[idx], levels)
-    return to_model_space(x01, meta["centered"])
+    return Levels.of(meta).to_model(k[idx], gen)
 
 
 def build(params: dict, sde_name: str, split: dict, device: torch.device, quiet: bool = False):
