@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,10 +139,12 @@ def no_tracebacks(logger: str):
 
 @contextmanager
 def restored_handlers():
-    """The agent installs its own signal handlers and leaves them; put the caller's back."""
+    """The agent installs its own signal handlers (main thread only) and leaves them; put the
+    caller's back."""
     previous = {s: signal.getsignal(s) for s in HANDLED}
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        if threading.current_thread() is threading.main_thread():
+            for s, handler in previous.items():
+                signal.signal(s, handler)
