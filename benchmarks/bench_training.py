@@ -1,7 +1,7 @@
 """Training throughput of our U-Net step against a plain (official-style) implementation of the same
 network and loop; eager NCHW, channels_last, torch.compile (CPU, inductor), foreach Adam / EMA.
 
-One step is what ``stages/train.py`` does: DSM loss (eq. 7), backward, gradient clipping, Adam, EMA.
+One step is what ``stages/train/loop.py`` does: DSM loss (eq. 7), backward, gradient clipping, Adam, EMA.
 The reference, ``plain_unet.py``, is the same network (our weights copied into it, outputs checked
 equal) written the way the official score_sde_pytorch code writes DDPM++ (NIN einsum layers, attention
 with einsum + softmax, reshape-based resampling, a flat module list) with the official loop (its loss,
@@ -258,7 +258,7 @@ def run(quick: bool = False) -> Report:
                   ["variant", "iterations/s", "samples/s", "speed-up vs eager", "time / eager (paired)",
                    "first 2 steps s (compile)", mem_col, "peak RSS MB (rise in the steps)"],
                   notes=["a step = DSM loss + backward + clip_grad_norm + Adam + EMA update, "
-                         "as stages/train.py; plain: benchmarks/plain_unet.py, the same network and "
+                         "as stages/train/loop.py; plain: benchmarks/plain_unet.py, the same network and "
                          "initial weights in the official code's style, with its loss, Adam, EMA",
                          "memory: a fresh process per variant; peak tensor MB: the most tensor memory "
                          "allocated during one step above its start (profiler memory events: "

@@ -11,11 +11,11 @@ from scoresde.data import (
     DATASETS,
     DEBIAN_FASHION_MNIST,
     DataError,
+    Levels,
     from_model_space,
     gmm_log_prob,
     gmm_params,
     is_image,
-    levels_to_unit,
     load_dataset,
     to_model_space,
     unit_to_uint8,
@@ -170,7 +170,7 @@ def test_names_and_splits():
 
 def test_scaling_helpers():
     k = torch.arange(17, dtype=torch.uint8)
-    x01 = levels_to_unit(k, 17)
+    x01 = Levels(17).to_unit(k)
     assert x01[0] == 0 and x01[-1] == 1 and x01.dtype == torch.float32
     assert torch.equal(torch.round(x01 * 16).to(torch.uint8), k)
     for centered in (True, False):
@@ -178,3 +178,26 @@ def test_scaling_helpers():
     assert to_model_space(torch.tensor([0.0, 1.0]), True).tolist() == [-1.0, 1.0]
     assert from_model_space(torch.tensor([-3.0, 3.0]), True).tolist() == [0.0, 1.0]
     assert unit_to_uint8(torch.tensor([-0.1, 0.5, 1.2])).tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("dequantized", [False, True])
+def test_levels_map_to_the_model_and_back(centered, dequantized):
+    """Levels -> model space -> levels is the identity for both maps; the model sees [-1, 1]
+    when centred; dequantised values fill each level's cell [k / L, (k + 1) / L)."""
+    lv = Levels(17, centered, dequantized)
+    k = torch.arange(17).repeat(40)
+    gen = torch.Generator().manual_seed(0)
+    x = lv.to_model(k, gen)
+    assert torch.equal(lv.from_model(x), k)
+    lo, hi = (-1.0, 1.0) if centered else (0.0, 1.0)
+    assert lo <= x.min() and x.max() <= hi
+    y = from_model_space(x, centered)
+    if dequantized:
+        assert ((y * 17 - k) >= 0).all() and ((y * 17 - k) <= 1).all()
+        assert torch.equal(lv.to_unit(k, u=0.5), (k + 0.5) / 17)  # the cells' centres
+        again = lv.to_model(k, torch.Generator().manual_seed(0))
+        assert torch.equal(again, x)  # u comes from the generator only
+    else:
+        assert torch.equal(y, k / 16) and torch.equal(lv.to_model(k, gen), x)  # no noise drawn
+    assert Levels.of({"levels": 17, "centered": centered, "dequantize": dequantized}) == lv

@@ -45,7 +45,7 @@ def test_classifier_accuracy_on_held_out_digits(digits, classifier):
         classifier["state"], classifier["config"], digits["images"][te], digits["labels"][te]
     )
     assert acc > 0.9
-    assert classifier["config"]["arch"] == metrics.ARCH
+    assert classifier["config"]["arch"] == metrics.EXTRACTOR_NAME
     assert classifier["config"]["image_size"] == [8, 8]
 
 

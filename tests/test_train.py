@@ -125,17 +125,17 @@ def test_crash_between_snapshots_resumes_from_the_newest(data, reference, monkey
 
 def crash_at(step: int, monkeypatch):
     """Make the train stage die (as a lost node would) before `step`; returns the undo."""
-    from scoresde.stages import train
+    from scoresde.stages.train import loop
 
-    real = train.train_step
+    real = loop.train_step
 
     def crash(*args):
         if args[7] == step:
             raise RuntimeError("node lost")
         return real(*args)
 
-    monkeypatch.setattr(train, "train_step", crash)
-    return lambda: monkeypatch.setattr(train, "train_step", real)
+    monkeypatch.setattr(loop, "train_step", crash)
+    return lambda: monkeypatch.setattr(loop, "train_step", real)
 
 
 def test_resume_state_of_other_parameters_is_not_used(data, monkeypatch, capsys):

@@ -1,17 +1,21 @@
-"""Training on several processes (DistributedDataParallel, gloo on the CPU), mixed precision,
-and their configuration errors.
+"""Training on several processes (DistributedDataParallel, gloo on the CPU) under PyTorch's
+elastic launcher, on one node and on two "nodes" (two agents on this host, c10d rendezvous),
+mixed precision, and their configuration errors.
 
 Two processes at global batch B train what one process trains at batch B: every rank draws
 the same global batch and noise and keeps its half, and DDP averages the gradients. They
 differ only in the order of float reductions (measured: loss curve 1.2e-7, EMA weights 1.5e-6 to
-2.4e-6 after 40 Adam steps at lr 2e-3; the tests allow 1e-5).
+2.4e-6 after 40 Adam steps at lr 2e-3; the tests allow 1e-5). Two nodes of one process each
+train bit-identically what one node of two processes trains.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -148,24 +152,37 @@ def alive(pid: int) -> bool:
         return False
 
 
+def workers(pid: int) -> list[int]:
+    """The launcher's worker processes (torch.multiprocessing spawns them)."""
+    return [c for c in children(pid)
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_a_killed_launcher_takes_its_workers_with_it(data, tmp_path):
+@pytest.mark.parametrize("when", ["starting", "training"])
+def test_a_killed_launcher_takes_its_workers_with_it(data, tmp_path, when):
     """A SIGKILLed job (OOM killer, a lost Snakemake) must leave nothing writing into its
-    outputs: the workers die with the launcher."""
-    cmd = [sys.executable, "-m", "scoresde",
-           *map(str, train_args(data, tmp_path / "out", "train.processes=2"))]
+    outputs: the workers die with the launcher, whether they are still starting or training."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "scoresde", *map(str, train_args(data, out, "train.processes=2"))]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(workers := children(proc.pid)) < 2 and time.monotonic() < deadline:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (
+            len(pids := workers(proc.pid)) < 2
+            or (when == "training" and not (out / "resume/step_10.pt").exists())):
         time.sleep(0.01)
-    assert len(workers) == 2
+    assert len(pids) == 2
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 30
-    while any(map(alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(map(alive, workers))
+    try:
+        deadline = time.monotonic() + 300  # a worker may still be starting python and torch
+        while any(map(alive, pids)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(alive, pids))
+    finally:
+        for pid in filter(alive, pids):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
@@ -180,18 +197,70 @@ def test_a_failing_worker_fails_the_run(data, tmp_path, capsys):
                      err), err
 
 
-def test_the_launcher_names_the_worker_that_failed_not_the_ones_it_stopped():
-    from scoresde.stages.train import wait_for
+def exit_by_rank(codes: dict[int, int]) -> None:
+    """A worker that exits with codes[RANK] at once, or sleeps until it is stopped."""
+    code = codes.get(int(os.environ["RANK"]))
+    if code is None:
+        time.sleep(600)
+    sys.exit(code)
 
-    def start(code):
-        return subprocess.Popen([sys.executable, "-c", code])
 
-    procs = [start("import time; time.sleep(60)"), start("import sys; sys.exit(3)"),
-             start("import time; time.sleep(60)")]
-    codes, stopped = wait_for(procs)
-    assert codes[1] == 3 and stopped == {0, 2}
-    assert codes[0] == codes[2] == -signal.SIGKILL
-    assert wait_for([start("pass"), start("pass")]) == ([0, 0], set())
+def test_the_launcher_names_the_worker_that_failed_not_the_ones_it_stopped(tmp_path):
+    from scoresde.stages.common import StageError
+    from scoresde.stages.train.launch import start_workers
+
+    start = time.monotonic()
+    with pytest.raises(StageError, match=r"^training process 1 of 2 exited with code 3 "):
+        start_workers(2, exit_by_rank, ({1: 3},), tmp_path / "preempt.pt")
+    assert time.monotonic() - start < 500  # the sleeping worker was stopped, not waited for
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the caller's handler is back
+
+
+@pytest.mark.parametrize("written", [False, True])
+def test_a_worker_that_exits_preempted_preempts_the_run(tmp_path, monkeypatch, written):
+    """A worker SIGTERMed by itself (not through the launcher) exits 143: the run is preempted,
+    and the message says whether the preemption snapshot is there."""
+    import torch.distributed.launcher.api as api
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from scoresde.stages.common import Preempted
+    from scoresde.stages.train.launch import start_workers
+
+    def launcher(config, entrypoint):
+        def run(*args):
+            failure = ProcessFailure(1, 1234, EXIT_PREEMPTED, str(tmp_path / "none.json"))
+            raise ChildFailedError("worker", {1: failure})
+        return run
+
+    monkeypatch.setattr(api, "elastic_launch", launcher)
+    if written:
+        (tmp_path / "preempt.pt").touch()
+    words = "the training processes wrote" if written else "before the training processes wrote"
+    with pytest.raises(Preempted, match=f"^process 1 was stopped:? {words} "):
+        start_workers(2, exit_by_rank, ({},), tmp_path / "preempt.pt")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_train_what_one_node_of_two_trains(data, two):
+    """The multi-node launch of docs/training.md: one ``torchrun`` agent per node meeting by
+    c10d rendezvous (here two agents on this host)."""
+    out, port = data / "two_nodes", free_port()
+    agent = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+             "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+             f"127.0.0.1:{port}", "--rdzv-id", f"two-nodes-{port}", "--max-restarts", "0",
+             "-m", "scoresde", *map(str, train_args(data, out, "train.processes=2", threads=1))]
+    nodes = [subprocess.Popen(agent, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errs = [node.communicate(timeout=900)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], errs
+    assert sum("distributed: 2 processes (gloo)" in err for err in errs) == 1  # one rank 0
+    assert_bit_identical(two, out)
+    assert not (out / "resume").exists()
 
 
 @pytest.mark.parametrize(
@@ -214,7 +283,7 @@ def test_rank_slices_of_the_global_draw_give_the_global_loss_and_gradient():
     from scoresde.losses import dsm_loss
     from scoresde.models import build_model
     from scoresde.sde import VPSDE
-    from scoresde.stages.train import Ranks, dsm_noise, rank_slice
+    from scoresde.stages.train.distributed import Ranks, dsm_noise, rank_slice
 
     torch.manual_seed(0)
     model = build_model({"arch": "unet", "channels": 8, "channel_mult": [1, 2],

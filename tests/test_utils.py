@@ -1,5 +1,5 @@
 """Seed streams (utils.seed_stream) and the map from model-space samples to image levels
-(stages.common.unit_to_levels / images_from_model)."""
+(data.Levels.from_unit, stages.common.images_from_model)."""
 
 import itertools
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from scoresde.data import levels_to_unit, to_model_space
+from scoresde.data import Levels, to_model_space
 from scoresde.likelihood import uniform_dequantize
-from scoresde.stages.common import images_from_model, levels_to_uint8, unit_to_levels
+from scoresde.stages.common import images_from_model
 from scoresde.utils import (
     SEED_PURPOSES,
     per_sample_generators,
@@ -73,22 +73,23 @@ def test_seed_stream_errors_name_the_problem():
 
 
 @pytest.mark.parametrize("levels", [2, 17, 256])
-def test_unit_to_levels_inverts_both_maps_from_levels(levels):
+def test_from_unit_inverts_both_maps_from_levels(levels):
     k = torch.arange(levels)
+    plain, dequantized = Levels(levels), Levels(levels, dequantized=True)
     # trained on k / (L - 1): the nearest level, for any error under half a level spacing
-    x01 = levels_to_unit(k, levels)
+    x01 = plain.to_unit(k)
     half = 0.499 / (levels - 1)
     for shift in (0.0, -half, half):
-        assert torch.equal(unit_to_levels(x01 + shift, levels, dequantized=False), k)
+        assert torch.equal(plain.from_unit(x01 + shift), k)
     # trained on (k + u) / L: the cell k, for u anywhere inside it
     for u in (1e-3, 0.25, 0.5, 0.999):
-        assert torch.equal(unit_to_levels((k + u) / levels, levels, dequantized=True), k)
+        assert torch.equal(dequantized.from_unit((k + u) / levels), k)
     u = torch.rand(50, levels, generator=torch.Generator().manual_seed(levels), dtype=torch.float64)
     u = u.clamp(1e-6, 1 - 1e-6)
-    assert torch.equal(unit_to_levels((k + u) / levels, levels, dequantized=True), k.expand(50, -1))
+    assert torch.equal(dequantized.from_unit((k + u) / levels), k.expand(50, -1))
     # out of range clamps to the end levels; 1.0 exactly is the last cell, not level L
-    for dq in (True, False):
-        ends = unit_to_levels(torch.tensor([-0.3, 0.0, 1.0, 1.7]), levels, dq)
+    for lv in (plain, dequantized):
+        ends = lv.from_unit(torch.tensor([-0.3, 0.0, 1.0, 1.7]))
         assert ends.tolist() == [0, 0, levels - 1, levels - 1] and ends.dtype == torch.long
 
 
@@ -105,16 +106,16 @@ def test_images_from_model_recovers_the_levels_the_model_was_trained_on(centered
         deq = uniform_dequantize(k, levels, torch.Generator().manual_seed(2))
         assert torch.equal(deq.mul(levels).floor().long(), k)
     else:
-        y = levels_to_unit(k, levels)
+        y = Levels(levels).to_unit(k)
     meta = {"levels": levels, "centered": centered, "dequantize": dequantize}
     images = images_from_model(to_model_space(y, centered), meta)
-    assert images.dtype == torch.uint8 and torch.equal(images, levels_to_uint8(k, levels))
+    assert images.dtype == torch.uint8 and torch.equal(images, Levels(levels).to_uint8(k))
     # the grid of uint8 values: level k -> round(255 k / (L - 1)), 0 -> 0 and L - 1 -> 255
-    grid = levels_to_uint8(torch.arange(levels), levels)
+    grid = Levels(levels).to_uint8(torch.arange(levels))
     assert grid[0] == 0 and grid[-1] == 255 and (grid.diff() > 0).all()
     assert grid.tolist() == [round(255 * j / (levels - 1)) for j in range(levels)]
 
 
-def test_levels_to_uint8_is_the_identity_for_256_levels():
+def test_to_uint8_is_the_identity_for_256_levels():
     k = torch.arange(256, dtype=torch.uint8)
-    assert torch.equal(levels_to_uint8(k, 256), k)
+    assert torch.equal(Levels(256).to_uint8(k), k)

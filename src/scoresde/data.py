@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .utils import seeded_generator
+from .utils import Generator, rand, seeded_generator
 
 TOYS = ("gmm", "moons", "swissroll", "checkerboard")
 IMAGES = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
@@ -279,9 +279,55 @@ TOY_SAMPLERS = {"gmm": _gmm, "moons": _moons, "swissroll": _swissroll,
 # ---------------------------------------------------------------- scaling
 
 
-def levels_to_unit(k: torch.Tensor, levels: int) -> torch.Tensor:
-    """Integer levels 0..levels-1 -> float32 in [0, 1] (k / (levels - 1))."""
-    return k.float() / (levels - 1)
+@dataclass(frozen=True)
+class Levels:
+    """The map between a dataset's integer levels, [0, 1], the score model's space and uint8.
+
+    Level k in {0, ..., L-1} is y = k / (L - 1) in [0, 1], or, dequantised, y = (k + u) / L with
+    u ~ U[0, 1) (level k owns the cell [k / L, (k + 1) / L), the map under the likelihood's
+    bits/dim); the model sees y, or 2y - 1 when centred (the paper's [-1, 1] for CIFAR-10); an
+    image pixel is round(255 k / (L - 1)). Training, the likelihood, sampling, FID and the
+    controllable stages all map through this one object (:meth:`of` a checkpoint's config).
+    """
+
+    levels: int
+    centered: bool = False
+    dequantized: bool = False
+
+    @classmethod
+    def of(cls, config) -> Levels:
+        """The map a checkpoint's config records (``levels``, ``centered``, ``dequantize``)."""
+        return cls(int(config["levels"]), bool(config["centered"]), bool(config["dequantize"]))
+
+    def to_unit(self, k: torch.Tensor, generator: Generator = None, u=None) -> torch.Tensor:
+        """Levels -> [0, 1]: k / (L - 1), or (k + u) / L when dequantised, with u ~ U[0, 1)
+        drawn from `generator` (one, or one per sample) unless given (0.5: the cells' centres)."""
+        if not self.dequantized:
+            return k.float() / (self.levels - 1)
+        dtype = torch.get_default_dtype()
+        if u is None:
+            u = rand(k.shape, generator, device=k.device, dtype=dtype)
+        return (k.to(dtype) + u) / self.levels
+
+    def to_model(self, k: torch.Tensor, generator: Generator = None, u=None) -> torch.Tensor:
+        """Levels -> the model's space (:meth:`to_unit`, then [-1, 1] when centred)."""
+        return to_model_space(self.to_unit(k, generator, u), self.centered)
+
+    def from_unit(self, y: torch.Tensor) -> torch.Tensor:
+        """[0, 1] -> levels (long), inverting :meth:`to_unit`: the nearest level
+        round((L - 1) y), or the dequantised cell floor(L y)."""
+        y = y.clamp(0, 1)
+        if self.dequantized:
+            return torch.floor(y * self.levels).clamp(max=self.levels - 1).long()
+        return torch.round(y * (self.levels - 1)).long()
+
+    def from_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space values (e.g. samples) -> levels, inverting :meth:`to_model`."""
+        return self.from_unit(from_model_space(x, self.centered))
+
+    def to_uint8(self, k: torch.Tensor) -> torch.Tensor:
+        """Levels -> uint8 0..255, round(255 k / (L - 1)) (the identity for 256 levels)."""
+        return torch.round(k.double() * (255.0 / (self.levels - 1))).to(torch.uint8)
 
 
 def to_model_space(x01: torch.Tensor, centered: bool) -> torch.Tensor:

@@ -24,15 +24,16 @@ import torch
 
 from .sampling import _check_finite, dopri5
 from .sde import SDE
-from .utils import Generator, batch_sum, rademacher, rand, randn
+from .utils import Generator, batch_sum, rademacher, randn
 
 DIVERGENCES = ("exact", "rademacher", "gaussian")
 
 
 def uniform_dequantize(k: torch.Tensor, levels: int, generator: Generator = None) -> torch.Tensor:
-    """Map integer levels k in {0..L-1} to y = (k + u) / L in [0, 1), u ~ U[0, 1)."""
-    u = rand(k.shape, generator, device=k.device, dtype=torch.get_default_dtype())
-    return (k.to(u.dtype) + u) / levels
+    """Map integer levels k in {0..L-1} to y = (k + u) / L in [0, 1), u ~ U[0, 1) (`data.Levels`)."""
+    from .data import Levels
+
+    return Levels(levels, dequantized=True).to_unit(k, generator)
 
 
 def bits_per_dim(logp: torch.Tensor, dim: int, levels: int, scale: float = 1.0) -> torch.Tensor:

@@ -39,8 +39,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torch_fidelity import FeatureExtractorBase
 
-EXTRACTOR_NAME = "scoresde-classifier"
-ARCH = "scoresde-classifier"
+EXTRACTOR_NAME = "scoresde-classifier"  # torch-fidelity's name and the checkpoint's "arch"
 INCEPTION_NAME = "inception-v3-compat"
 INCEPTION_LABEL = "inception-v3"
 
@@ -81,11 +80,11 @@ class FeatureClassifier(nn.Module):
         return self.head(self.body(x))
 
 
-def build_classifier(config: dict) -> FeatureClassifier:
+def build_feature_classifier(config: dict) -> FeatureClassifier:
     """The classifier described by a config dict as returned by :func:`train_feature_extractor`."""
-    if config.get("arch") != ARCH:
+    if config.get("arch") != EXTRACTOR_NAME:
         raise ValueError(
-            f"not a {ARCH} config (arch={config.get('arch')!r}); train one with "
+            f"not a {EXTRACTOR_NAME} config (arch={config.get('arch')!r}); train one with "
             "`python -m scoresde train-features`"
         )
     return FeatureClassifier(
@@ -108,7 +107,9 @@ def as_uint8_images(images, levels: int | None = None) -> torch.Tensor:
     if levels is not None:
         if x.is_floating_point() or int(x.min()) < 0 or int(x.max()) > levels - 1:
             raise ValueError(f"images must hold integer levels 0..{levels - 1}")
-        return torch.round(x.double() * (255.0 / (levels - 1))).to(torch.uint8)
+        from scoresde.data import Levels
+
+        return Levels(levels).to_uint8(x)
     if x.dtype != torch.uint8:
         raise ValueError(
             f"images must be uint8 in 0..255 (got dtype {x.dtype}); convert with "
@@ -153,7 +154,7 @@ def _batched(fn, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
 def _seeded_classifier(config: dict, seed: int) -> FeatureClassifier:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_classifier(config)
+        return build_feature_classifier(config)
 
 
 def _train_epoch(net, opt, x, y, batch_size, generator):
@@ -190,7 +191,7 @@ def train_feature_extractor(
     Deterministic given ``seed`` (initialisation in a forked RNG, shuffling by a Generator).
     ``num_threads``: CPU threads while training (see :func:`cpu_threads`; None = unchanged).
     Returns ``(state_dict, config)``; config records the architecture, the dataset name and
-    the final training loss/accuracy, and is what :func:`build_classifier` consumes.
+    the final training loss/accuracy, and is what :func:`build_feature_classifier` consumes.
     """
     x = _to_unit_input(as_uint8_images(images, levels)).to(device)
     y = torch.as_tensor(labels, dtype=torch.long).to(device)
@@ -202,7 +203,7 @@ def train_feature_extractor(
 
 def _fit(x, y, epochs, seed, batch_size, lr, width, feature_dim, dataset, progress):
     config = {
-        "arch": ARCH, "in_channels": int(x.shape[1]), "image_size": list(x.shape[2:]),
+        "arch": EXTRACTOR_NAME, "in_channels": int(x.shape[1]), "image_size": list(x.shape[2:]),
         "num_classes": int(y.max()) + 1, "width": width, "feature_dim": feature_dim,
         "dataset": dataset or "unknown", "epochs": epochs, "seed": seed,
     }  # fmt: skip
@@ -228,7 +229,7 @@ def _fit(x, y, epochs, seed, batch_size, lr, width, feature_dim, dataset, progre
 
 def classifier_accuracy(state_dict: dict, config: dict, images, labels, levels=None) -> float:
     """Top-1 accuracy of a trained feature classifier on held-out labelled images."""
-    net = build_classifier(config)
+    net = build_feature_classifier(config)
     net.load_state_dict(state_dict)
     net.eval()
     x = _to_unit_input(as_uint8_images(images, levels))
@@ -251,7 +252,7 @@ def load_feature_extractor(path) -> tuple[FeatureClassifier, dict]:
         )
     state, config = load_checkpoint(path)
     try:
-        net = build_classifier(config)
+        net = build_feature_classifier(config)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     net.load_state_dict(state)

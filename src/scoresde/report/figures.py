@@ -17,7 +17,8 @@ import torch
 from matplotlib.figure import Figure
 
 from scoresde.checkpoint import atomic_write
-from scoresde.report.load import ReportData, case_text, fmt, sde_key, sde_label
+from scoresde.report.formatting import fmt
+from scoresde.report.load import ReportData, case_text, sde_key, sde_label
 from scoresde.report.nfe import plot_fid_vs_nfe_panels
 from scoresde.report.plots import plot_bpd, plot_fid_curves, plot_samples, plot_series, plot_tweedie
 

@@ -15,12 +15,14 @@ Every field is read from the files' contents, never parsed out of names.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from scoresde.report.formatting import is_none, missing
+from scoresde.report.seeds import merge_seeds
 
 FID_COLUMNS = [
     "dataset", "sde", "sampler", "predictor", "corrector", "steps", "denoise", "nfe", "fid",
@@ -62,8 +64,6 @@ def as_bool(value) -> bool:
 def load_fid_results(files: Sequence) -> pd.DataFrame:
     """One row per case (columns FID_COLUMNS + FID_EXTRA + ``case``, ``kind``), sorted; a case
     given for several seeds (``seed_index``) is one row, merged by ``merge_seeds``."""
-    from scoresde.report.seeds import merge_seeds
-
     rows = []
     for path in files:
         rec = read_json(path, FID_REQUIRED)
@@ -112,16 +112,6 @@ def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def missing(value) -> bool:
-    if isinstance(value, (list, tuple)):
-        return False
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
-
-
-def is_none(name) -> bool:
-    return missing(name) or str(name).strip().lower() in ("", "none", "null")
-
-
 def sampler_kind(row: dict) -> str:
     """"ode", "pc", "predictor" (P-only), "corrector" (C-only) or "unknown" from the fields."""
     if str(row["sampler"]).lower().startswith("ode") or str(row["predictor"]) in ODE_METHODS:
@@ -136,22 +126,6 @@ def ode_method(row: dict) -> str:
     if str(row["predictor"]) in ODE_METHODS:
         return str(row["predictor"])
     return str(row["sampler"]).lower().removeprefix("ode").strip("_-:") or "rk45"
-
-
-def fmt(x) -> str:
-    return "n/a" if missing(x) else f"{x:.4g}"
-
-
-def pm(x, err) -> str:
-    """``x ± err``, both to the decimals of err's second significant digit."""
-    if missing(x) or missing(err) or not err > 0:
-        return fmt(x)
-    decimals = max(0, 1 - math.floor(math.log10(err)))
-    return f"{x:.{decimals}f} ± {err:.{decimals}f}"
-
-
-def cell(v) -> str:
-    return "" if missing(v) else str(v)
 
 
 def case_text(r: dict) -> str:

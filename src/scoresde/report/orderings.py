@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from scoresde.report.load import describe, fmt, missing
+from scoresde.report.formatting import fmt, missing, with_ci
+from scoresde.report.load import describe
 from scoresde.report.uncertainty import (
     HELD,
     NOT_HELD,
@@ -20,7 +21,6 @@ from scoresde.report.uncertainty import (
     bpd_interval,
     fid_difference,
     fid_interval,
-    with_ci,
 )
 
 GROUP = ("dataset", "feature_extractor", "sde")

@@ -11,7 +11,8 @@ import pandas as pd
 
 from scoresde.checkpoint import atomic_write
 from scoresde.report.figures import read_csv_if
-from scoresde.report.load import FID_COLUMNS, NLL_COLUMNS, missing, sde_key
+from scoresde.report.formatting import missing
+from scoresde.report.load import FID_COLUMNS, NLL_COLUMNS, sde_key
 
 
 def write_text(path: Path, text: str) -> None:

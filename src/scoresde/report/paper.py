@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from scoresde.report.load import is_none, missing, ode_method
+from scoresde.report.formatting import is_none, missing
+from scoresde.report.load import ode_method
 
 PAPER_TAG = "paper, CIFAR-10, different scale"
 

@@ -6,7 +6,8 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from scoresde.report.load import fmt, missing, pm, sde_key, sde_label
+from scoresde.report.formatting import fmt, missing, pm
+from scoresde.report.load import sde_key, sde_label
 from scoresde.report.orderings import tweedie_pairs
 from scoresde.report.uncertainty import fid_difference, fid_interval
 

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 import yaml
 
-from scoresde.report.load import fmt
+from scoresde.report.formatting import fmt
 
 
 def git_commit(repo_dir=None) -> str:

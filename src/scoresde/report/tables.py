@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from scoresde.report.load import cell, fmt, missing, pm
+from scoresde.report.formatting import cell, ci_text, fmt, missing, pm, with_ci
 from scoresde.report.orderings import VERDICT_TEXT
 from scoresde.report.paper import PAPER_TAG, paper_bpd, paper_fid
-from scoresde.report.uncertainty import bpd_interval, ci_text, fid_interval, seed_count, with_ci
+from scoresde.report.uncertainty import bpd_interval, fid_interval, seed_count
 
 VERDICT_CLASS = {"held": "held", "not held": "failed", "undecided": "undecided"}
 

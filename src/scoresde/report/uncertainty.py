@@ -22,7 +22,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from scoresde.report.load import missing
+from scoresde.report.formatting import missing
 
 HELD, NOT_HELD, UNDECIDED = True, False, None
 
@@ -112,27 +112,3 @@ def bpd_difference(a: dict, b: dict, confidence: float) -> dict:
                 "verdict": UNDECIDED}  # fmt: skip
     lo, hi = d - z * se, d + z * se
     return {"d": d, "lo": lo, "hi": hi, "how": how, "verdict": decide(lo, hi)}
-
-
-def decimals(lo, hi) -> int:
-    """Decimals that show an interval's width to two significant digits."""
-    width = abs(hi - lo)
-    return max(0, 1 - math.floor(math.log10(width))) if width > 0 else 3
-
-
-def ci_text(lo, hi) -> str:
-    """``[lo, hi]`` with the decimals of :func:`decimals`, or "" without an interval."""
-    if missing(lo) or missing(hi):
-        return ""
-    n = decimals(lo, hi)
-    return f"[{lo:.{n}f}, {hi:.{n}f}]"
-
-
-def with_ci(x, lo, hi) -> str:
-    """``x [lo, hi]``, all to the same decimals; ``x`` alone (4 significant digits) without."""
-    if missing(x):
-        return "n/a"
-    if missing(lo) or missing(hi):
-        return f"{x:.4g}"
-    n = decimals(lo, hi)
-    return f"{x:.{n}f} [{lo:.{n}f}, {hi:.{n}f}]"

@@ -92,23 +92,6 @@ def load_reference(path: str | os.PathLike) -> torch.Tensor:
     return obj["images"]
 
 
-def levels_to_uint8(k: torch.Tensor, levels: int) -> torch.Tensor:
-    """Integer levels 0..levels-1 -> uint8 0..255, round(k * 255 / (levels - 1))."""
-    return torch.round(k.double() * (255.0 / (levels - 1))).to(torch.uint8)
-
-
-def unit_to_levels(x01: torch.Tensor, levels: int, dequantized: bool) -> torch.Tensor:
-    """Continuous [0, 1] values -> integer levels, inverting the map the model was trained on.
-
-    Trained on k / (levels - 1): round to the nearest level. Trained on dequantised
-    (k + u) / levels: the cell k = floor(levels * x).
-    """
-    x01 = x01.clamp(0, 1)
-    if dequantized:
-        return torch.floor(x01 * levels).clamp(max=levels - 1).long()
-    return torch.round(x01 * (levels - 1)).long()
-
-
 def setup_torch(threads: int, seed: int | None = None) -> None:
     """Torch intra-op threads = the rule's threads; optional global seed."""
     torch.set_num_threads(max(1, int(threads)))
@@ -155,13 +138,11 @@ def batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
 
 
 def images_from_model(x: torch.Tensor, meta: dict) -> torch.Tensor:
-    """Model-space samples -> uint8 0..255 on the dataset's level grid."""
-    from scoresde.data import from_model_space
+    """Model-space samples -> uint8 0..255 on the dataset's level grid (the checkpoint's map)."""
+    from scoresde.data import Levels
 
-    levels = int(meta["levels"])
-    k = unit_to_levels(from_model_space(x.detach().cpu().float(), meta["centered"]), levels,
-                       bool(meta["dequantize"]))
-    return levels_to_uint8(k, levels)
+    levels = Levels.of(meta)
+    return levels.to_uint8(levels.from_model(x.detach().cpu().float()))
 
 
 @contextmanager

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from scoresde.checkpoint import load_checkpoint, save_checkpoint
+from scoresde.data import Levels
 from scoresde.stages.common import (
     StageError,
     images_from_model,
@@ -45,20 +46,6 @@ CLASSIFIER_FIX = "rerun train-classifier for this dataset and SDE (snakemake: de
 
 
 # --- data -----------------------------------------------------------------------------------------
-
-
-def model_space(k: torch.Tensor, levels: int, centered: bool, dequantize: bool,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """Integer levels -> the score model's space: k / (L - 1), or (k + u) / L when it was trained
-    on dequantised data (u ~ U[0, 1), or the cell centre 1/2 without a generator)."""
-    from scoresde.data import to_model_space
-
-    if dequantize:
-        u = torch.rand(k.shape, generator=generator) if generator is not None else 0.5
-        x01 = (k.float() + u) / levels
-    else:
-        x01 = k.float() / (levels - 1)
-    return to_model_space(x01, centered)
 
 
 def make_mask(name: str, shape, seed: int = 0) -> torch.Tensor:
@@ -144,7 +131,9 @@ def classifier_config(params: dict, sde_name: str, split: dict) -> dict:
             "sde": sde_config(params["sde"], sde_name), "model": net, "train": cl}
 
 
-def build_classifier(config: dict):
+def build_noise_conditional_classifier(config: dict):
+    """The noise-conditional classifier p_t(y | x(t)) that a train-classifier config describes
+    (not the FID feature classifier of ``metrics.build_feature_classifier``)."""
     from scoresde.models.classifier import NoiseConditionalClassifier
 
     return NoiseConditionalClassifier(**{k: tuple(v) if isinstance(v, list) else v
@@ -167,14 +156,14 @@ def train_classifier(params: dict, data_path: str, test_path: str | None, sde_na
                          "dataset (set controllable.enabled: false)")
     config = classifier_config(params, sde_name, split)
     sde = make_sde(sde_name, **{k: v for k, v in config["sde"].items() if k != "name"})
-    net = build_classifier(config).to(device)
+    net = build_noise_conditional_classifier(config).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=cl["lr"])
     gen = seeded_generator(cl["seed"], "classifier")
     k, labels = split["x"], split["labels"].long()
     with timer() as t:
         for step in range(1, cl["n_iters"] + 1):
             idx = torch.randint(len(k), (cl["batch_size"],), generator=gen)
-            x = model_space(k[idx], config["levels"], config["centered"], config["dequantize"], gen)
+            x = Levels.of(config).to_model(k[idx], gen)
             loss = classifier_loss(net, sde, x.to(device), labels[idx].to(device), gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -194,7 +183,7 @@ def train_classifier(params: dict, data_path: str, test_path: str | None, sde_na
 def accuracy_by_time(net, sde, split: dict, config: dict, times=(0.0, 0.25, 0.5)) -> dict:
     """Test accuracy of the classifier on x(t) at a few times (t = 0 is the clean image)."""
     gen = torch.Generator().manual_seed(0)
-    x0 = model_space(split["x"], config["levels"], config["centered"], config["dequantize"])
+    x0 = Levels.of(config).to_model(split["x"], u=0.5)  # the cells' centres
     out = {}
     with torch.no_grad():
         for t_ in times:
@@ -217,7 +206,7 @@ def load_classifier(path: str, score_config: dict, device):
             raise StageError(f"classifier {path} was trained for {key}={config.get(key)!r} but the "
                              f"score model has {key}={score_config.get(key)!r}; use the classifier "
                              "of the same dataset and SDE, or " + CLASSIFIER_FIX)
-    net = build_classifier(config)
+    net = build_noise_conditional_classifier(config)
     net.load_state_dict(state)
     return net.requires_grad_(False).to(device).eval(), config
 
@@ -234,7 +223,6 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
     from scoresde.metrics import classifier_accuracy, load_feature_extractor
     from scoresde.models.classifier import class_log_prob
     from scoresde.sampling import pc_sample
-    from scoresde.stages.common import levels_to_uint8
     from scoresde.utils import pick_device
 
     cc = params["controllable"]["conditional"]
@@ -260,7 +248,7 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
             labels.append(torch.full((cc["n_per_class"],), k, dtype=torch.long))
     images, labels = torch.cat(images), torch.cat(labels)
     state = {k_: v for k_, v in fnet.state_dict().items()}
-    train_uint8 = levels_to_uint8(split["x"], int(split["levels"]))
+    train_uint8 = Levels(int(split["levels"])).to_uint8(split["x"])
     rows = []
     for k in range(ccfg["model"]["num_classes"]):
         sel = labels == k
@@ -301,7 +289,6 @@ def _completion_setup(params: dict, checkpoint: str, test_path: str, reference_p
     """What inpainting and colorization share: the model, the first n_images test images (truth
     as uint8, ``y`` in model space), the reference set, the score and the corrector's snr."""
     from scoresde.losses import get_score_fn
-    from scoresde.stages.common import levels_to_uint8
     from scoresde.utils import pick_device
 
     ip = params["controllable"]["inpaint"]
@@ -313,10 +300,10 @@ def _completion_setup(params: dict, checkpoint: str, test_path: str, reference_p
         raise StageError(f"test split {test_path} holds {tuple(test['x'].shape[1:])} images but the "
                          f"score model was trained on {tuple(meta['image_shape'])}; same dataset?")
     n = min(ip["n_images"], len(test["x"]))
-    levels = int(test["levels"])
+    levels = Levels(int(test["levels"]), bool(meta["centered"]), bool(meta["dequantize"]))
     return {"ip": ip, "device": device, "sde": sde, "meta": meta, "n": n,
-            "truth": levels_to_uint8(test["x"][:n], levels),
-            "y": model_space(test["x"][:n], levels, meta["centered"], meta["dequantize"]).to(device),
+            "truth": levels.to_uint8(test["x"][:n]),
+            "y": levels.to_model(test["x"][:n], u=0.5).to(device),
             "reference": load_reference(reference_path), "score": get_score_fn(sde, model),
             "snr": params["sample"]["snr"][sde.name]}
 

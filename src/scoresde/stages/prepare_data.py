@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from scoresde.data import DataError, is_image, load_dataset
-from scoresde.stages.common import levels_to_uint8, log, provenance, save_tensors, write_json
+from scoresde.data import DataError, Levels, is_image, load_dataset
+from scoresde.stages.common import log, provenance, save_tensors, write_json
 from scoresde.utils import seeded_generator
 
 
@@ -51,4 +51,4 @@ def reference_images(x: torch.Tensor, levels: int, n: int | None, seed: int) -> 
     if n is not None and n < len(x):
         idx = torch.randperm(len(x), generator=seeded_generator(seed, "data", 2))[:n]
         x = x[idx.sort().values]
-    return levels_to_uint8(x, levels)
+    return Levels(levels).to_uint8(x)

@@ -1,0 +1,239 @@
+"""The training loop of one process: continuous-time denoising score matching (Song et al.
+2021, eq. 7) with Adam, a linear learning-rate warm-up, gradient-norm clipping and an EMA of the
+weights (the EMA weights are what every later stage samples from).
+
+Snapshots ``step_{k}.pt`` every ``train.snapshot_every`` steps (all kept; see
+:mod:`~scoresde.stages.train.resume`) and a CSV of the training loss (step, loss, lr, seconds;
+the mean loss over the last ``train.log_every`` steps). In distributed training every rank runs
+this loop on its slice of the global batch and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from scoresde.checkpoint import save_checkpoint
+from scoresde.data import Levels
+from scoresde.stages.common import (
+    Preempted,
+    StageError,
+    load_split,
+    log,
+    provenance,
+    setup_torch,
+    write_csv,
+    write_json,
+)
+from scoresde.stages.config import snapshot_steps
+from scoresde.stages.train.distributed import (
+    SINGLE,
+    Ranks,
+    agree_to_stop,
+    dsm_noise,
+    global_mean,
+    rank_generators,
+    rank_rng_states,
+    rank_slice,
+    wrap_ddp,
+)
+from scoresde.stages.train.precision import autocast, grad_scaler
+from scoresde.stages.train.resume import (
+    PREEMPT,
+    RESUME_DIR,
+    link_or_copy,
+    restore_state,
+    resume_point,
+    snapshot_state,
+    termination_signal,
+)
+from scoresde.utils import seed_stream
+
+LOG_COLUMNS = ("step", "loss", "lr", "seconds")
+
+
+class TrainingError(FloatingPointError):
+    """Training diverged (non-finite loss)."""
+
+def model_config(model: dict, sde_name: str, image_shape) -> dict:
+    """build_model's config: the model group, `auto` embedding resolved, image size added.
+
+    `auto` is the paper's pairing: Gaussian Fourier features of log sigma for VE (NCSN++),
+    sinusoidal positional features of 999 t for VP / sub-VP (DDPM++).
+    """
+    channels, height, width = image_shape
+    if height != width:
+        raise StageError(f"images are {height}x{width}; the U-Net needs square images")
+    embedding = model["embedding"]
+    if embedding == "auto":
+        embedding = "fourier" if sde_name == "ve" else "positional"
+    return {**model, "embedding": embedding, "image_size": int(height),
+            "in_channels": int(channels)}
+
+
+def sde_config(sde: dict, name: str) -> dict:
+    """make_sde's keyword arguments for `name` plus the name (stored in the checkpoint)."""
+    return {"name": name, "N": sde["N"], **sde[name]}
+
+
+def learning_rate(step: int, lr: float, warmup: int) -> float:
+    """Linear warm-up to `lr` over `warmup` steps (as the paper's code), then constant."""
+    return lr * min(1.0, step / warmup) if warmup > 0 else lr
+
+
+def model_batch(k: torch.Tensor, meta: dict, batch_size: int, gen: torch.Generator):
+    """A random batch (with replacement) of level images mapped to model space by the run's
+    `Levels` (dequantised with u drawn from `gen` after the indices)."""
+    idx = torch.randint(len(k), (batch_size,), generator=gen)
+    return Levels.of(meta).to_model(k[idx], gen)
+
+
+def build(params: dict, sde_name: str, split: dict, device: torch.device, quiet: bool = False):
+    """(model, ema, optimizer, sde, checkpoint config) for a fresh run."""
+    from scoresde.models import EMA, build_model, count_params
+    from scoresde.sde import make_sde
+
+    train = params["train"]
+    config = {
+        "dataset": split["name"], "levels": int(split["levels"]),
+        "image_shape": list(split["x"].shape[1:]),
+        "centered": bool(params["data"]["centered"][sde_name]),
+        "dequantize": bool(train["dequantize"]),
+        "sde": sde_config(params["sde"], sde_name),
+        "model": model_config(params["model"], sde_name, split["x"].shape[1:]),
+        "train": params["train"],
+    }  # fmt: skip
+    sde_kwargs = {k: v for k, v in config["sde"].items() if k != "name"}
+    sde = make_sde(sde_name, **sde_kwargs)
+    model = build_model(config["model"]).to(device)
+    ema = EMA(model, train["ema_decay"][sde_name], warmup=train["ema_warmup"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=train["lr"])
+    if not quiet:
+        log(f"{sde_name}: {type(model).__name__} with {count_params(model):,} parameters, "
+            f"data in {'[-1, 1]' if config['centered'] else '[0, 1]'}"
+            f"{', dequantised' if config['dequantize'] else ''}, device {device}")
+    return model, ema, optimizer, sde, config
+
+
+def fit(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
+        config_out: str, device: torch.device, threads: int, progress: bool,
+        ranks: Ranks) -> list[Path]:
+    """The training loop of one process (see :func:`run`)."""
+    from scoresde.losses import dsm_loss
+    train = params["train"]
+    setup_torch(threads, seed=seed_stream(train["seed"], "train-init"))
+    split = load_split(data_path)
+    model, ema, optimizer, sde, config = build(params, sde_name, split, device,
+                                               quiet=not ranks.main)
+    gens = rank_generators(train["seed"], device, ranks.rank)
+    scaler = grad_scaler(train["precision"], device)
+    out = Path(out_dir)
+    resume_dir = out / RESUME_DIR
+    snaps = snapshot_steps(train["n_iters"], train["snapshot_every"])
+    snap_set = set(snaps)  # looked up every step
+    history = {"rows": [], "window": [], "elapsed": 0.0}
+    found = resume_point(out, resume_dir, config, snaps, ranks)
+    if found:
+        history = restore_state(found[0], model, ema, optimizer, gens, ranks.rank, scaler)
+        if ranks.main:
+            log(f"resuming from step {found[0]['step']} ({found[1]})")
+    first = int(found[0]["step"]) + 1 if found else 1
+    written = [out / f"step_{k}.pt" for k in snaps if k < first]
+    rows, window = history["rows"], history["window"]
+    if ranks.main:
+        for path in written:  # restore what Snakemake deleted when the job failed
+            link_or_copy(resume_dir / path.name, path)
+        write_csv(log_csv, LOG_COLUMNS, rows)
+    net = wrap_ddp(model, device, ranks)
+
+    start = time.perf_counter() - float(history["elapsed"])
+    model.train()
+    bar = tqdm(range(first, train["n_iters"] + 1), desc=f"train {sde_name}", file=sys.stderr,
+               mininterval=10.0, ascii=True, disable=not (progress and ranks.main),
+               initial=first - 1, total=train["n_iters"])
+    with termination_signal() as signalled:
+        for step in bar:
+            value = train_step(net, ema, optimizer, sde, split["x"], config, train, step,
+                               gens, dsm_loss, device, ranks, scaler)
+            if not math.isfinite(value):
+                last = written[-1] if written else "none yet"
+                raise TrainingError(f"training loss became {value} at step {step}; last good "
+                                    f"snapshot: {last}. Lower train.lr or raise "
+                                    "train.grad_clip")
+            stop = agree_to_stop(signalled, ranks, device)
+            window.append(value)
+            if step % train["log_every"] == 0 or step in snap_set:
+                rows.append({"step": step, "loss": sum(window) / len(window),
+                             "lr": learning_rate(step, train["lr"], train["warmup"]),
+                             "seconds": round(time.perf_counter() - start, 3)})
+                bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", refresh=False)
+                window = []
+            name = f"step_{step}.pt" if step in snap_set else PREEMPT
+            if step in snap_set or stop:
+                history = {"rows": rows, "window": window,
+                           "elapsed": time.perf_counter() - start}
+                per_rank = rank_rng_states(ranks, device)
+                if ranks.main:
+                    state = snapshot_state(step, model, ema, optimizer, gens, history,
+                                           per_rank, scaler)
+                    save_checkpoint(resume_dir / name, state, {**config, "step": step})
+                    write_csv(log_csv, LOG_COLUMNS, rows)
+            if step in snap_set:
+                written.append(out / name)
+                if ranks.main:
+                    link_or_copy(resume_dir / name, written[-1])
+                    (resume_dir / PREEMPT).unlink(missing_ok=True)
+                    log(f"step {step}: loss {rows[-1]['loss']:.4f}, snapshot {written[-1]}")
+            if stop:
+                raise Preempted(f"{stop} at step {step}: wrote {resume_dir / name}; run the "
+                                "same command (snakemake: --rerun-incomplete) to resume")
+    bar.close()
+    if ranks.main:
+        write_json(config_out, provenance("train", params, sde=sde_name, checkpoint=config,
+                                          snapshots=[str(p) for p in written],
+                                          seconds=round(time.perf_counter() - start, 1)))
+        shutil.rmtree(resume_dir, ignore_errors=True)
+    return written
+
+
+def train_step(model, ema, optimizer, sde, k, config, train, step, gens, dsm_loss, device,
+               ranks: Ranks = SINGLE, scaler=None):
+    """One Adam step on a fresh batch (warm-up learning rate, clipping, EMA); the loss.
+
+    Distributed: every rank draws the global batch and its t, z (as `dsm_loss` draws them)
+    and takes the loss on its slice; DDP averages the gradients, so the step is the one of
+    the global batch. The returned loss is the global mean on every rank, and all ranks skip
+    a step whose loss is not finite together.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(step, train["lr"], train["warmup"])
+    x = model_batch(k, config, train["batch_size"], gens["data"]).to(device)
+    kwargs = {"eps": train["eps"], "likelihood_weighting": train["likelihood_weighting"]}
+    with autocast(train["precision"], device):
+        if ranks.world == 1:
+            loss = dsm_loss(model, sde, x, generator=gens["noise"], **kwargs)
+        else:
+            t, z = dsm_noise(sde, x, gens["noise"], train["eps"])
+            part = rank_slice(len(x), ranks)
+            loss = dsm_loss(model, sde, x[part], t=t[part], z=z[part], **kwargs)
+    value = global_mean(loss, ranks)
+    if math.isfinite(value):
+        optimizer.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler else loss).backward()
+        if scaler:
+            scaler.unscale_(optimizer)
+        if train["grad_clip"] > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), train["grad_clip"])
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        ema.update(getattr(model, "module", model))
+    return value
