@@ -142,9 +142,8 @@ def case_files(pattern):
 # per_case, one job per (SDE, sampler, steps) draws that trajectory's denoise settings.
 PER_CASE = config["sample"]["jobs"] == "per_case"
 TRAJECTORIES = list(dict.fromkeys(case.rsplit("_", 1)[0] for case in CASES))
-TRAJECTORY_CASES = "_".join(
-    config["sample"]["denoise"]
-)  # per_case job: pc_10_tweedie_none
+# A per_case job is named by its cases' common stem and denoise settings: pc_10_tweedie_none.
+TRAJECTORY_CASES = "_".join(config["sample"]["denoise"])
 SAMPLE_JOB = (
     f"{{dataset}}/{{sde}}/{{sampler}}_{{steps}}_{TRAJECTORY_CASES}"
     if PER_CASE
