@@ -139,13 +139,16 @@ def rule_sources() -> dict[str, tuple[str, str]]:
 
 
 def job_params(job: dict, source: str) -> set[str]:
-    """Parameter keys a job reads: its --params-json, config["g"]["k"] and res("g", "k") in its rule."""
+    """Parameter keys a job reads: its --params-json, config["g"]["k"], res("g", "k") and
+    job_resources("g") (common.smk: g.resources.mem_mb, runtime and gpu) in its rule."""
     argv = shlex.split(job["shell"]) if job["shell"] else []
     keys = set()
     if "--params-json" in argv:
         keys |= _leaves(json.loads(argv[argv.index("--params-json") + 1]))
     keys |= {f"{g}.{k}" for g, k in re.findall(r'config\["(\w+)"\]\["(\w+)"\]', source)}
     keys |= {f"{g}.resources.{k}" for g, k in re.findall(r'res\("(\w+)", "(\w+)"\)', source)}
+    keys |= {f"{g}.resources.{k}" for g in re.findall(r'job_resources\("(\w+)"', source)
+             for k in ("mem_mb", "runtime", "gpu")}
     if "train_gpus()" in source:  # common.smk: train.resources.gpu, device and processes
         keys |= {"train.resources.gpu", "train.device", "train.processes"}
     return keys
@@ -258,8 +261,25 @@ def test_cross_stage_inputs_are_deps(dag):
                 f"stage {stage}: input {f} of rule {job['rule']} is not a dep")
 
 
+def test_report_declares_every_file_it_reads(dag):
+    """The report lists every job's time (benchmark TSVs) and draws sample grids from the
+    sweep's sample files: all of them are inputs of the report job, so Snakemake (and the
+    DVC deps) see them."""
+    _, jobs = dag
+    (report,) = [j for j in jobs if j["rule"] == "report"]
+    benchmarks = {f for j in jobs if j is not report for f in j["benchmark"]}
+    samples = {f for j in jobs if j["rule"] == "sample" for f in j["output"]
+               if f.endswith(".pt") and "/seed" not in f}  # fmt: skip
+    assert benchmarks and samples
+    assert not benchmarks - set(report["input"]), sorted(benchmarks - set(report["input"]))[:5]
+    assert not samples - set(report["input"]), sorted(samples - set(report["input"]))[:5]
+    argv = shlex.split(report["shell"])
+    listed = argv[argv.index("--benchmarks") + 1:]
+    assert set(listed[:len(benchmarks)]) == benchmarks  # the files themselves, not a folder
+
+
 DAG_SHAPE_KEYS = {"sample.samplers", "sample.steps", "sample.denoise", "sample.extra_cases",
-                  "report.seeds"}
+                  "sample.jobs", "report.seeds"}
 
 
 def test_stage_params_are_the_keys_its_rules_read(dag):

@@ -61,6 +61,25 @@ def test_snakefmt_is_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_every_rule_takes_the_shared_block_from_common_smk():
+    """Log, benchmark, conda environment, resources and command line of every rule come from
+    common.smk's helpers (the report has no benchmark: it lists the others')."""
+    rules = {}
+    for path in sorted((ROOT / "workflow/rules").glob("*.smk")):
+        text = path.read_text()
+        starts = [(m.start(), m[1]) for m in re.finditer(r"^\s*rule (\w+):", text, re.M)]
+        ends = [s for s, _ in starts[1:]] + [len(text)]
+        for (a, name), b in zip(starts, ends[:len(starts)], strict=True):
+            rules[name] = text[a:b]
+    assert {"train", "sample", "fid", "likelihood", "report"} <= set(rules)
+    for name, block in rules.items():
+        for helper in ("log_file(", "benchmark_file(", "ENV", "job_resources(", "scoresde("):
+            if name == "report" and helper in ("log_file(", "benchmark_file("):
+                continue
+            assert helper in block, f"rule {name} does not use {helper.rstrip('(')}"
+        assert "python -m scoresde" not in block and '"logs/benchmarks' not in block, name
+
+
 def test_every_report_caption_is_used():
     """Each workflow/report/*.rst captions an output marked for the report, or describes the
     workflow (Snakefile `report:`); every caption named exists."""
@@ -101,9 +120,10 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
     rgb = c["data"]["dataset"] in ("cifar10", "image_folder")  # and colorize on colour data
     rules = ("train_classifier", "conditional_sample", "inpaint", *(["colorize"] if rgb else []))
     controllable = {r: n_ctrl for r in rules if n_ctrl}
+    per_case = c["sample"]["jobs"] == "per_case"  # one job per (sampler, steps), else per SDE
+    n_sample = n_sde * (n_case // len(c["sample"]["denoise"]) if per_case else 1)
     assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
-                      "report": 1, "sample": n_sde * n_case // len(c["sample"]["denoise"]),
-                      "select_checkpoint": n_sde,
+                      "report": 1, "sample": n_sample, "select_checkpoint": n_sde,
                       "train": n_sde, "train_features": 1, **controllable}, proc.stdout
 
 
@@ -191,7 +211,8 @@ def test_smoke_config_end_to_end(workdir):
     args = ("--cores", "2", "--configfile", ".test/params.yaml", "seeds.yaml")
     plan = snakemake("-n", *args, cwd=workdir)
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout + plan.stderr, re.M))
-    assert jobs == {"sample_seed": str(n_case // len(c["sample"]["denoise"])), "fid_seed": "1",
+    n_seed_jobs = n_case // len(c["sample"]["denoise"]) if c["sample"]["jobs"] == "per_case" else 1
+    assert jobs == {"sample_seed": str(n_seed_jobs), "fid_seed": "1",
                     "report": "1", "all": "1", "total": jobs.get("total")}, plan.stdout
     proc = snakemake(*args, cwd=workdir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -47,6 +47,12 @@ def _sde_arg(p, required: bool) -> None:
                    help="the SDE" + ("" if required else " the checkpoint must belong to"))
 
 
+def _seed_index_arg(p) -> None:
+    p.add_argument("--seed-index", type=int, default=0, metavar="K",
+                   help="draw seed K of report.seeds: samples K*n .. K*n+n-1 of the "
+                        "sample.seed streams (n = sample.n_samples; default 0)")
+
+
 def _params(args) -> dict:
     return resolve(args.params, args.params_json, args.sets)
 
@@ -111,6 +117,16 @@ def cmd_sample(args) -> None:
     sample.run(job_params(params, "sample", sde), args.checkpoint, args.sampler, args.steps,
                args.denoise, args.out, args.meta, expect_sde=sde, seed_index=args.seed_index,
                **_runtime(args, params, "sample"))
+
+
+def cmd_sample_cases(args) -> None:
+    from scoresde.stages import sample
+
+    sde = _check_sde(args.sde)
+    params = _params(args)
+    sample.run_cases(job_params(params, "sample", sde), args.checkpoint, args.cases, args.out,
+                     args.meta, expect_sde=sde, seed_index=args.seed_index,
+                     **_runtime(args, params, "sample"))
 
 
 def cmd_fid(args) -> None:
@@ -231,12 +247,24 @@ def _add_stage_parsers(sub) -> None:
     _path(p, "--out", "output: samples ({case}.pt, uint8 images), one per --denoise", nargs="+")
     _path(p, "--meta", "output: sidecar JSON (nfe, seconds, case fields), one per --denoise",
           nargs="+")
-    p.add_argument("--seed-index", type=int, default=0, metavar="K",
-                   help="draw seed K of report.seeds: samples K*n .. K*n+n-1 of the "
-                        "sample.seed streams (n = sample.n_samples; default 0)")
+    _seed_index_arg(p)
     _sde_arg(p, required=False)
     _common(p)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("sample-cases", help="draw several cases in one process (the "
+                       "Snakemake sample rule: one job per SDE)")
+    _path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
+    p.add_argument("--cases", required=True, nargs="+", metavar="CASE",
+                   help="cases {sampler}_{steps}_{denoise}, e.g. pc_10_tweedie "
+                        "ode-rk45_adaptive_none; the denoise settings of one (sampler, steps) "
+                        "share a trajectory")
+    _path(p, "--out", "output: samples ({case}.pt), one per case, in order", nargs="+")
+    _path(p, "--meta", "output: sidecar JSONs, one per case, in order", nargs="+")
+    _seed_index_arg(p)
+    _sde_arg(p, required=False)
+    _common(p)
+    p.set_defaults(func=cmd_sample_cases)
 
     p = sub.add_parser("fid", help="FID/KID of sample files (torch-fidelity)")
     _path(p, "--samples", "input: sample files ({case}.pt)", nargs="+")

@@ -1,5 +1,7 @@
 # Shared by all rule files -- parameter validation, wildcard grammar, small helpers.
 # Parameters come from params.yaml (configfile) merged with any --configfile / --config.
+from pathlib import Path
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -34,6 +36,42 @@ wildcard_constraints:
     steps=CASE["steps"],
     denoise=CASE["denoise"],
     seed="[1-9][0-9]*",
+
+
+# ---------------------------------------------------------------- what every rule shares
+# Every rule takes its log and benchmark paths from log_file / benchmark_file (by its name
+# and its wildcards), ENV as its conda environment, threads and resources from its parameter
+# group (res, job_resources) and its shell command from scoresde(stage, arguments).
+ENV = "../envs/scoresde.yaml"
+SDE_JOB = "{dataset}/{sde}"  # the name of a job that runs once per (dataset, SDE)
+
+
+def log_file(rule, job=SDE_JOB):
+    """logs/<rule>/<job>.log; `job` names one job of the rule by its wildcards."""
+    return f"logs/{rule}/{job}.log"
+
+
+def benchmark_file(rule, job=SDE_JOB):
+    """logs/benchmarks/<rule>/<job>.tsv: the job's times (the report's stage-times table)."""
+    return f"logs/benchmarks/{rule}/{job}.tsv"
+
+
+def job_resources(group=None, **fixed):
+    """A rule's resources: mem_mb, runtime and gpu of parameter group `group`'s resources,
+    then `fixed` (values of their own, or for rules without a group)."""
+    own = config[group]["resources"] if group else {}
+    return {k: own[k] for k in ("mem_mb", "runtime", "gpu") if k in own} | fixed
+
+
+def scoresde(stage, args, device=True):
+    """A rule's shell command: `python -m scoresde <stage>` with the job's parameters
+    (params.cfg), the stage's `args`, the device (params.device) and the rule's threads;
+    stdout and stderr go to the log."""
+    tail = " --device {params.device} --threads {threads}" if device else ""
+    return (
+        f"python -m scoresde {stage} --params-json {{params.cfg:q}} {args}{tail} "
+        "> {log} 2>&1"
+    )
 
 
 def stage_params(stage, per_sde=False):
@@ -100,6 +138,38 @@ def case_files(pattern):
     return expand(pattern, case=CASES)
 
 
+# sample.jobs: per_sde, one sample job per (dataset, SDE) draws every case (one start-up);
+# per_case, one job per (SDE, sampler, steps) draws that trajectory's denoise settings.
+PER_CASE = config["sample"]["jobs"] == "per_case"
+TRAJECTORIES = list(dict.fromkeys(case.rsplit("_", 1)[0] for case in CASES))
+# A per_case job is named by its cases' common stem and denoise settings: pc_10_tweedie_none.
+TRAJECTORY_CASES = "_".join(config["sample"]["denoise"])
+SAMPLE_JOB = (
+    f"{{dataset}}/{{sde}}/{{sampler}}_{{steps}}_{TRAJECTORY_CASES}"
+    if PER_CASE
+    else SDE_JOB
+)
+
+
+def sample_files(pattern):
+    """The files one sample job writes; `pattern` has {case} and escaped {{wildcards}}."""
+    if PER_CASE:
+        return denoise_files(
+            pattern.replace("{case}", "{{sampler}}_{{steps}}_{denoise}")
+        )
+    return case_files(pattern)
+
+
+def output_cases(wildcards, output):
+    """params: the cases a sample job draws, the stems of its sample files in order."""
+    return [Path(f).stem for f in output.samples]
+
+
+def seed_job(job):
+    """A job name of report.seeds' seed k >= 1: its SDE folder, then seed{seed}/."""
+    return job.replace("{sde}", "{sde}/seed{seed}", 1)
+
+
 # Each figure the report writes (expected_figures) with its caption for `snakemake --report`.
 # kind: (caption, subcategory, label)
 FIGURES = {
@@ -159,6 +229,34 @@ def controllable_outputs():
         for sde in CTRL_SDES
     }
     return {"controllable_csv": "reports/controllable.csv", **figs}
+
+
+def job_names():
+    """{rule: the names of its jobs} in the configured DAG, as log_file / benchmark_file
+    take them (the report's rule excepted)."""
+    sdes = expand(SDE_JOB, dataset=DATASET, sde=SDES)
+    seeds = expand(seed_job(SDE_JOB), dataset=DATASET, sde=SDES, seed=SEED_INDICES)
+    samples = [
+        f"{j}/{t}_{TRAJECTORY_CASES}" for j in sdes + seeds for t in TRAJECTORIES
+    ]
+    ctrl = expand(SDE_JOB, dataset=DATASET, sde=CTRL_SDES)
+    return {
+        "prepare_data": [DATASET],
+        "train_features": [DATASET],
+        "train": [] if IMPORTED else sdes,
+        "select_checkpoint": [] if IMPORTED else sdes,
+        "sample": samples if PER_CASE else sdes + seeds,
+        "fid": sdes + seeds,
+        "likelihood": sdes,
+        "train_classifier": ctrl,
+        "conditional_sample": ctrl,
+        "inpaint": ctrl + ([f"{job}_colorize" for job in ctrl] if RGB else []),
+    }
+
+
+def benchmark_files(wildcards=None):
+    """Every job's benchmark TSV (the report's stage-times table)."""
+    return [benchmark_file(r, job) for r, jobs in job_names().items() for job in jobs]
 
 
 def slurm_preflight():

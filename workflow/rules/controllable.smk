@@ -8,23 +8,22 @@ rule train_classifier:
     output:
         "controllable/{dataset}/{sde}/classifier.pt",
     log:
-        "logs/train_classifier/{dataset}/{sde}.log",
+        log_file("train_classifier"),
     benchmark:
-        "logs/benchmarks/train_classifier/{dataset}/{sde}.tsv"
+        benchmark_file("train_classifier")
     conda:
-        "../envs/scoresde.yaml"
+        ENV
     threads: res("controllable", "threads")
     resources:
-        mem_mb=res("controllable", "mem_mb"),
-        runtime=res("controllable", "runtime"),
-        gpu=res("controllable", "gpu"),
+        **job_resources("controllable"),
     params:
         cfg=stage_params("train-classifier", per_sde=True),
         device=CTRL["device"],
     shell:
-        "python -m scoresde train-classifier --params-json {params.cfg:q} "
-        "--data {input.train} --test {input.test} --sde {wildcards.sde} --out {output} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        scoresde(
+            "train-classifier",
+            "--data {input.train} --test {input.test} --sde {wildcards.sde} --out {output}",
+        )
 
 
 rule conditional_sample:
@@ -37,25 +36,24 @@ rule conditional_sample:
         samples="controllable/{dataset}/{sde}/conditional.pt",
         metrics="controllable/{dataset}/{sde}/conditional.json",
     log:
-        "logs/conditional_sample/{dataset}/{sde}.log",
+        log_file("conditional_sample"),
     benchmark:
-        "logs/benchmarks/conditional_sample/{dataset}/{sde}.tsv"
+        benchmark_file("conditional_sample")
     conda:
-        "../envs/scoresde.yaml"
+        ENV
     threads: res("controllable", "threads")
     resources:
-        mem_mb=res("controllable", "mem_mb"),
-        runtime=res("controllable", "runtime"),
-        gpu=res("controllable", "gpu"),
+        **job_resources("controllable"),
     params:
         cfg=stage_params("conditional-sample", per_sde=True),
         device=CTRL["device"],
     shell:
-        "python -m scoresde conditional-sample --params-json {params.cfg:q} "
-        "--checkpoint {input.checkpoint} --classifier {input.classifier} "
-        "--data {input.train} --extractor {input.extractor} --sde {wildcards.sde} "
-        "--out {output.samples} --metrics {output.metrics} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        scoresde(
+            "conditional-sample",
+            "--checkpoint {input.checkpoint} --classifier {input.classifier} "
+            "--data {input.train} --extractor {input.extractor} --sde {wildcards.sde} "
+            "--out {output.samples} --metrics {output.metrics}",
+        )
 
 
 # One job per (dataset, SDE) writes every (mask, method): few jobs, one start-up.
@@ -72,27 +70,28 @@ rule inpaint:
         inputs="controllable/{dataset}/{sde}/inpaint/inputs.pt",
         metrics="controllable/{dataset}/{sde}/inpaint.json",
     log:
-        "logs/inpaint/{dataset}/{sde}.log",
+        log_file("inpaint"),
     benchmark:
-        "logs/benchmarks/inpaint/{dataset}/{sde}.tsv"
+        benchmark_file("inpaint")
     conda:
-        "../envs/scoresde.yaml"
+        ENV
     threads: res("controllable", "threads")
     resources:
-        mem_mb=res("controllable", "mem_mb"),
-        runtime=res("controllable", "runtime"),
-        gpu=res("controllable", "gpu"),
+        **job_resources("controllable"),
     params:
         cfg=stage_params("inpaint", per_sde=True),
         device=CTRL["device"],
         masks=CTRL["inpaint"]["masks"],
         methods=CTRL["inpaint"]["methods"],
     shell:
-        "python -m scoresde inpaint --params-json {params.cfg:q} "
-        "--checkpoint {input.checkpoint} --data {input.test} --reference {input.reference} "
-        "--extractor {input.extractor} --masks {params.masks} --methods {params.methods} "
-        "--sde {wildcards.sde} --out {output.completions} --inputs-out {output.inputs} "
-        "--metrics {output.metrics} --device {params.device} --threads {threads} > {log} 2>&1"
+        scoresde(
+            "inpaint",
+            "--checkpoint {input.checkpoint} --data {input.test} "
+            "--reference {input.reference} --extractor {input.extractor} "
+            "--masks {params.masks} --methods {params.methods} --sde {wildcards.sde} "
+            "--out {output.completions} --inputs-out {output.inputs} "
+            "--metrics {output.metrics}",
+        )
 
 
 # RGB datasets (cifar10, image_folder): colour the grey test images with inpainting's methods.
@@ -110,23 +109,23 @@ rule colorize:
         inputs="controllable/{dataset}/{sde}/colorize/inputs.pt",
         metrics="controllable/{dataset}/{sde}/colorize.json",
     log:  # beside inpainting's (the same DVC outs)
-        "logs/inpaint/{dataset}/{sde}_colorize.log",
+        log_file("inpaint", SDE_JOB + "_colorize"),
     benchmark:
-        "logs/benchmarks/inpaint/{dataset}/{sde}_colorize.tsv"
+        benchmark_file("inpaint", SDE_JOB + "_colorize")
     conda:
-        "../envs/scoresde.yaml"
+        ENV
     threads: res("controllable", "threads")
     resources:
-        mem_mb=res("controllable", "mem_mb"),
-        runtime=res("controllable", "runtime"),
-        gpu=res("controllable", "gpu"),
+        **job_resources("controllable"),
     params:
         cfg=stage_params("colorize", per_sde=True),
         device=CTRL["device"],
         methods=CTRL["inpaint"]["methods"],
     shell:
-        "python -m scoresde colorize --params-json {params.cfg:q} "
-        "--checkpoint {input.checkpoint} --data {input.test} --reference {input.reference} "
-        "--extractor {input.extractor} --methods {params.methods} --sde {wildcards.sde} "
-        "--out {output.coloured} --inputs-out {output.inputs} --metrics {output.metrics} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        scoresde(
+            "colorize",
+            "--checkpoint {input.checkpoint} --data {input.test} "
+            "--reference {input.reference} --extractor {input.extractor} "
+            "--methods {params.methods} --sde {wildcards.sde} --out {output.coloured} "
+            "--inputs-out {output.inputs} --metrics {output.metrics}",
+        )

@@ -5,23 +5,22 @@ rule train_features:
     output:
         "checkpoints/{dataset}/fid_features.pt",
     log:
-        "logs/train_features/{dataset}.log",
+        log_file("train_features", "{dataset}"),
     benchmark:
-        "logs/benchmarks/train_features/{dataset}.tsv"
+        benchmark_file("train_features", "{dataset}")
     conda:
-        "../envs/scoresde.yaml"
+        ENV
     threads: res("eval", "threads")
     resources:
-        mem_mb=res("eval", "mem_mb"),
-        runtime=res("eval", "runtime"),
-        gpu=res("eval", "gpu"),
+        **job_resources("eval"),
     params:
         cfg=stage_params("train-features"),
         device=config["eval"]["device"],
     shell:
-        "python -m scoresde train-features --params-json {params.cfg:q} "
-        "--data {input.train} --test {input.test} --out {output} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        scoresde(
+            "train-features",
+            "--data {input.train} --test {input.test} --out {output}",
+        )
 
 
 # One job per (dataset, sde) scores all of its cases: the FID itself takes a fraction of a
@@ -35,24 +34,23 @@ rule fid:
     output:
         case_files("metrics/{{dataset}}/{{sde}}/fid/{case}.json"),
     log:
-        "logs/fid/{dataset}/{sde}.log",
+        log_file("fid"),
     benchmark:
-        "logs/benchmarks/fid/{dataset}/{sde}.tsv"
+        benchmark_file("fid")
     conda:
-        "../envs/scoresde.yaml"
+        ENV
     threads: res("eval", "threads")
     resources:
-        mem_mb=res("eval", "mem_mb"),
-        runtime=res("eval", "runtime"),
-        gpu=res("eval", "gpu"),
+        **job_resources("eval"),
     params:
         cfg=stage_params("fid"),
         device=config["eval"]["device"],
     shell:
-        "python -m scoresde fid --params-json {params.cfg:q} --samples {input.samples} "
-        "--meta {input.meta} --reference {input.reference} "
-        "--extractor {input.extractor} --out {output} "
-        "--device {params.device} --threads {threads} > {log} 2>&1"
+        scoresde(
+            "fid",
+            "--samples {input.samples} --meta {input.meta} --reference {input.reference} "
+            "--extractor {input.extractor} --out {output}",
+        )
 
 
 # Seed k >= 1 of report.seeds (sample_seed's files).
@@ -65,6 +63,6 @@ use rule fid as fid_seed with:
     output:
         case_files("metrics/{{dataset}}/{{sde}}/fid/seed{{seed}}/{case}.json"),
     log:
-        "logs/fid/{dataset}/{sde}/seed{seed}.log",
+        log_file("fid", seed_job(SDE_JOB)),
     benchmark:
-        "logs/benchmarks/fid/{dataset}/{sde}/seed{seed}.tsv"
+        benchmark_file("fid", seed_job(SDE_JOB))

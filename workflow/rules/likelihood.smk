@@ -5,20 +5,20 @@ rule likelihood:
     output:
         "metrics/{dataset}/{sde}/nll.json",
     log:
-        "logs/likelihood/{dataset}/{sde}.log",
+        log_file("likelihood"),
     benchmark:
-        "logs/benchmarks/likelihood/{dataset}/{sde}.tsv"
+        benchmark_file("likelihood")
     conda:
-        "../envs/scoresde.yaml"
+        ENV
     threads: res("eval", "threads")
     resources:
-        mem_mb=res("eval", "mem_mb"),
-        runtime=res("eval", "runtime"),
-        gpu=res("eval", "gpu"),
+        **job_resources("eval"),
     params:
         cfg=stage_params("likelihood"),
         device=config["eval"]["device"],
     shell:
-        "python -m scoresde likelihood --params-json {params.cfg:q} "
-        "--checkpoint {input.checkpoint} --data {input.data} --sde {wildcards.sde} "
-        "--out {output} --device {params.device} --threads {threads} > {log} 2>&1"
+        scoresde(
+            "likelihood",
+            "--checkpoint {input.checkpoint} --data {input.data} --sde {wildcards.sde} "
+            "--out {output}",
+        )

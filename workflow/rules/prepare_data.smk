@@ -5,19 +5,21 @@ rule prepare_data:
         reference="data/processed/{dataset}/reference.pt",
         config="data/processed/{dataset}/config.json",
     log:
-        "logs/prepare_data/{dataset}.log",
+        log_file("prepare_data", "{dataset}"),
     benchmark:
-        "logs/benchmarks/prepare_data/{dataset}.tsv"
+        benchmark_file("prepare_data", "{dataset}")
     conda:
-        "../envs/scoresde.yaml"
+        ENV
     threads: 1
     resources:
-        mem_mb=8000,
-        runtime=30,
+        **job_resources(mem_mb=8000, runtime=30),
     params:
         cfg=stage_params("prepare-data"),
     shell:
-        "python -m scoresde prepare-data --params-json {params.cfg:q} "
-        "--dataset {wildcards.dataset} --train-out {output.train} "
-        "--test-out {output.test} --reference-out {output.reference} "
-        "--config-out {output.config} > {log} 2>&1"
+        scoresde(
+            "prepare-data",
+            "--dataset {wildcards.dataset} --train-out {output.train} "
+            "--test-out {output.test} --reference-out {output.reference} "
+            "--config-out {output.config}",
+            device=False,
+        )

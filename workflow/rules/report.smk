@@ -17,6 +17,10 @@ rule report:
             )
         ),
         controllable=controllable_results,
+        samples=expand(  # the sample grids of the lowest-FID cases
+            "samples/{dataset}/{sde}/{case}.pt", dataset=DATASET, sde=SDES, case=CASES
+        ),
+        benchmarks=benchmark_files,
     output:
         **report_figures(),
         **controllable_outputs(),
@@ -55,15 +59,17 @@ rule report:
     log:
         "logs/report.log",
     conda:
-        "../envs/scoresde.yaml"
+        ENV
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **job_resources(mem_mb=4000, runtime=30),
     params:
         cfg=stage_params("report"),
     shell:
-        "python -m scoresde report --params-json {params.cfg:q} --fid {input.fid} "
-        "--nll {input.nll} --out-dir reports --checkpoints-dir checkpoints "
-        "--samples-dir samples --benchmarks logs/benchmarks "
-        "--controllable {input.controllable} > {log} 2>&1"
+        scoresde(
+            "report",
+            "--fid {input.fid} --nll {input.nll} --out-dir reports "
+            "--checkpoints-dir checkpoints --samples-dir samples "
+            "--benchmarks {input.benchmarks} --controllable {input.controllable}",
+            device=False,
+        )

@@ -1,51 +1,43 @@
-# One job per (SDE, sampler, steps): the Tweedie on / off cases share one trajectory.
+# The sampler sweep (sample.jobs, helpers in common.smk): per_sde, one job per (dataset, SDE)
+# draws every case in one process; per_case, one job per (SDE, sampler, steps). The Tweedie
+# on / off cases of a (sampler, steps) share one trajectory either way.
 rule sample:
     input:
         "checkpoints/{dataset}/{sde}/best.pt",
     output:
-        samples=denoise_files(
-            "samples/{{dataset}}/{{sde}}/{{sampler}}_{{steps}}_{denoise}.pt"
-        ),
-        meta=denoise_files(
-            "samples/{{dataset}}/{{sde}}/{{sampler}}_{{steps}}_{denoise}.json"
-        ),
+        samples=sample_files("samples/{{dataset}}/{{sde}}/{case}.pt"),
+        meta=sample_files("samples/{{dataset}}/{{sde}}/{case}.json"),
     log:
-        "logs/sample/{dataset}/{sde}/{sampler}_{steps}.log",
+        log_file("sample", SAMPLE_JOB),
     benchmark:
-        "logs/benchmarks/sample/{dataset}/{sde}/{sampler}_{steps}.tsv"
+        benchmark_file("sample", SAMPLE_JOB)
     conda:
-        "../envs/scoresde.yaml"
+        ENV
     threads: res("sample", "threads")
     resources:
-        mem_mb=res("sample", "mem_mb"),
-        runtime=res("sample", "runtime"),
-        gpu=res("sample", "gpu"),
+        **job_resources("sample"),
     params:
         cfg=stage_params("sample", per_sde=True),
+        cases=output_cases,
         device=config["sample"]["device"],
-        denoise=config["sample"]["denoise"],
         seed_index=0,
     shell:
-        "python -m scoresde sample --params-json {params.cfg:q} --checkpoint {input} "
-        "--sde {wildcards.sde} --sampler {wildcards.sampler} --steps {wildcards.steps} "
-        "--denoise {params.denoise} --out {output.samples} --meta {output.meta} "
-        "--seed-index {params.seed_index} --device {params.device} --threads {threads} "
-        "> {log} 2>&1"
+        scoresde(
+            "sample-cases",
+            "--checkpoint {input} --sde {wildcards.sde} --cases {params.cases} "
+            "--out {output.samples} --meta {output.meta} --seed-index {params.seed_index}",
+        )
 
 
 # report.seeds > 1: seed k = 1, 2, ... of every case draws the next n_samples per-sample
 # streams (seed 0 is the rule above); the report averages the seeds' FIDs.
 use rule sample as sample_seed with:
     output:
-        samples=denoise_files(
-            "samples/{{dataset}}/{{sde}}/seed{{seed}}/{{sampler}}_{{steps}}_{denoise}.pt"
-        ),
-        meta=denoise_files(
-            "samples/{{dataset}}/{{sde}}/seed{{seed}}/{{sampler}}_{{steps}}_{denoise}.json"
-        ),
+        samples=sample_files("samples/{{dataset}}/{{sde}}/seed{{seed}}/{case}.pt"),
+        meta=sample_files("samples/{{dataset}}/{{sde}}/seed{{seed}}/{case}.json"),
     log:
-        "logs/sample/{dataset}/{sde}/seed{seed}/{sampler}_{steps}.log",
+        log_file("sample", seed_job(SAMPLE_JOB)),
     benchmark:
-        "logs/benchmarks/sample/{dataset}/{sde}/seed{seed}/{sampler}_{steps}.tsv"
+        benchmark_file("sample", seed_job(SAMPLE_JOB))
     params:
         seed_index=lambda wildcards: int(wildcards.seed),

@@ -16,22 +16,21 @@ if not IMPORTED:  # else best.pt is a released checkpoint from import-official
             ),
             config="checkpoints/{dataset}/{sde}/selection.json",
         log:
-            "logs/select_checkpoint/{dataset}/{sde}.log",
+            log_file("select_checkpoint"),
         benchmark:
-            "logs/benchmarks/select_checkpoint/{dataset}/{sde}.tsv"
+            benchmark_file("select_checkpoint")
         conda:
-            "../envs/scoresde.yaml"
+            ENV
         threads: res("select", "threads")
         resources:
-            mem_mb=res("select", "mem_mb"),
-            runtime=res("select", "runtime"),
-            gpu=res("select", "gpu"),
+            **job_resources("select"),
         params:
             cfg=stage_params("select-checkpoint"),
             device=config["select"]["device"],
         shell:
-            "python -m scoresde select-checkpoint --params-json {params.cfg:q} "
-            "--checkpoints {input.snapshots} --reference {input.reference} "
-            "--extractor {input.extractor} --sde {wildcards.sde} --best {output.best} "
-            "--table {output.table} --config-out {output.config} "
-            "--device {params.device} --threads {threads} > {log} 2>&1"
+            scoresde(
+                "select-checkpoint",
+                "--checkpoints {input.snapshots} --reference {input.reference} "
+                "--extractor {input.extractor} --sde {wildcards.sde} --best {output.best} "
+                "--table {output.table} --config-out {output.config}",
+            )

@@ -12,22 +12,21 @@ rule train:
         ),
         config="checkpoints/{dataset}/{sde}/config.json",
     log:
-        "logs/train/{dataset}/{sde}.log",
+        log_file("train"),
     benchmark:
-        "logs/benchmarks/train/{dataset}/{sde}.tsv"
+        benchmark_file("train")
     conda:
-        "../envs/scoresde.yaml"
+        ENV
     threads: res("train", "threads")
     resources:
-        mem_mb=res("train", "mem_mb"),
-        runtime=res("train", "runtime"),
-        gpu=train_gpus(),
+        **job_resources("train", gpu=train_gpus()),
     params:
         cfg=stage_params("train", per_sde=True),
         out_dir=lambda wildcards, output: os.path.dirname(output.log_csv),
         device=config["train"]["device"],
     shell:
-        "python -m scoresde train --params-json {params.cfg:q} --data {input} "
-        "--sde {wildcards.sde} --out-dir {params.out_dir} --log-csv {output.log_csv} "
-        "--config-out {output.config} --device {params.device} --threads {threads} "
-        "> {log} 2>&1"
+        scoresde(
+            "train",
+            "--data {input} --sde {wildcards.sde} --out-dir {params.out_dir} "
+            "--log-csv {output.log_csv} --config-out {output.config}",
+        )

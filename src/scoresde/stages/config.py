@@ -245,7 +245,8 @@ STAGE_KEYS = {
 # How a job runs rather than what it computes, and which cases exist rather than how one is
 # drawn: left out of a job's parameters, so changing them reruns no finished job.
 RUNTIME_KEYS = ("resources", "device")
-SWEEP_KEYS = ("sample.samplers", "sample.steps", "sample.denoise", "sample.extra_cases")
+SWEEP_KEYS = ("sample.samplers", "sample.steps", "sample.denoise", "sample.extra_cases",
+              "sample.jobs")
 
 
 def job_params(cfg: dict, stage: str, sde: str | None = None) -> dict:

@@ -1,10 +1,14 @@
-"""sample: draw one (sampler, steps) case of the sweep from the selected checkpoint's EMA weights.
+"""sample, sample-cases: draw cases of the sweep from the selected checkpoint's EMA weights.
 
-Writes ``{case}.pt`` = ``{"images": uint8 (N, C, H, W) 0..255}`` (samples mapped back from
-model space onto the dataset's level grid) and the sidecar ``{case}.json`` with the case's
-fields (dataset, sde, sampler, predictor, corrector, steps, denoise, nfe, seconds, n_samples)
-and the resolved parameters, for each denoise setting asked for: the Tweedie on / off cases of
-a (sampler, steps) pair come from one trajectory, and ``seconds`` is that run's wall time.
+A case is ``{sampler}_{steps}_{denoise}`` (:mod:`scoresde.stages.cases`). Each case writes
+``{case}.pt`` = ``{"images": uint8 (N, C, H, W) 0..255}`` (samples mapped back from model space
+onto the dataset's level grid) and the sidecar ``{case}.json`` with the case's fields (dataset,
+sde, sampler, predictor, corrector, steps, denoise, nfe, seconds, n_samples) and the resolved
+parameters. The cases of one trajectory (sampler, steps) -- Tweedie on and off -- come from one
+run, and ``seconds`` is that run's wall time. ``sample-cases`` draws any number of trajectories
+in one process: the checkpoint is read once, and every case's files are exactly those of a
+``sample`` job of its own (the samples do not depend on what else the process drew).
+
 Sample i uses a generator seeded from ``sample.seed`` and i, so every case starts from the same
 prior draws x_T. Seed k of ``report.seeds`` (``seed_index``) draws samples k*n .. k*n + n - 1
 of those streams (n = ``sample.n_samples``): disjoint from every other seed's, and seed 0 is the
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scoresde.stages.cases import describe, parse_denoise, parse_steps
+from scoresde.stages.cases import case_name, describe, parse_denoise, parse_steps
 from scoresde.stages.common import (
     draw_samples,
     load_score_model,
@@ -31,43 +35,96 @@ from scoresde.stages.common import (
 )
 
 
-def run(params: dict, checkpoint: str, sampler: str, steps: str | int | None,
-        denoise: Sequence[str], out: Sequence[str], meta_out: Sequence[str],
-        device_name: str = "auto", threads: int = 1, expect_sde: str | None = None,
-        seed_index: int = 0) -> list:
-    """Draw one (sampler, steps) case for each denoise setting, from one trajectory; writes
-    ``out[i]`` and ``meta_out[i]`` for ``denoise[i]`` and returns their records."""
+def parse_case(case: str) -> tuple[str, int | None, str]:
+    """(sampler, steps, denoise) of a case name ``{sampler}_{steps}_{denoise}``."""
+    rest, _, denoise = str(case).rpartition("_")
+    sampler, sep, steps = rest.rpartition("_")
+    if not sep:
+        raise ValueError(f"case {case!r} is not '{{sampler}}_{{steps}}_{{denoise}}' (e.g. "
+                         "pc_10_tweedie, ode-rk45_adaptive_none)")
+    parse_denoise(denoise)
+    return sampler, parse_steps(sampler, steps), denoise
+
+
+def trajectories(cases: Sequence[str]) -> list[tuple[str, int | None, list[int]]]:
+    """The cases grouped by trajectory: ``[(sampler, steps, [indices into cases])]`` in the
+    order each trajectory first appears; ValueError for a malformed or repeated case."""
+    if len(set(cases)) != len(cases):
+        twice = sorted({c for c in cases if list(cases).count(c) > 1})
+        raise ValueError(f"case {twice[0]} is given twice; give each case once")
+    groups: dict[tuple[str, int | None], list[int]] = {}
+    for i, case in enumerate(cases):
+        sampler, steps, _ = parse_case(case)
+        groups.setdefault((sampler, steps), []).append(i)
+    return [(sampler, steps, idx) for (sampler, steps), idx in groups.items()]
+
+
+def run_cases(params: dict, checkpoint: str, cases: Sequence[str], out: Sequence[str],
+              meta_out: Sequence[str], device_name: str = "auto", threads: int = 1,
+              expect_sde: str | None = None, seed_index: int = 0) -> list:
+    """Draw every case of `cases`, one trajectory per (sampler, steps); writes ``out[i]`` and
+    ``meta_out[i]`` for ``cases[i]`` and returns their records, in the order of `cases`."""
     from scoresde.utils import pick_device
 
-    if not len(denoise) == len(out) == len(meta_out) or len(set(denoise)) != len(denoise):
-        raise ValueError(f"give one --out and one --meta per --denoise setting (got "
-                         f"{len(denoise)} settings, {len(out)} --out, {len(meta_out)} --meta)")
-    steps_ = parse_steps(sampler, steps)
-    flags = [parse_denoise(d) for d in denoise]
-    sample = params["sample"]
+    if not len(cases) == len(out) == len(meta_out) or not cases:
+        raise ValueError(f"give one --out and one --meta per case (got {len(cases)} cases, "
+                         f"{len(out)} --out, {len(meta_out)} --meta)")
     if seed_index < 0:
         raise ValueError(f"--seed-index must be >= 0, got {seed_index}")
+    groups = trajectories(cases)  # every name checked before the checkpoint is read
     setup_torch(threads)
     device = pick_device(device_name)
     model, sde, meta = load_score_model(checkpoint, device, expect_sde)
+    records: list = [None] * len(cases)
+    for sampler, steps, idx in groups:
+        names = [parse_case(cases[i])[2] for i in idx]
+        drawn = draw_trajectory(params, model, sde, meta, sampler, steps, names,
+                                [out[i] for i in idx], [meta_out[i] for i in idx],
+                                str(checkpoint), device, seed_index)
+        for i, record in zip(idx, drawn, strict=True):
+            records[i] = record
+    return records
+
+
+def draw_trajectory(params: dict, model, sde, meta: dict, sampler: str, steps: int | None,
+                    denoise: Sequence[str], out: Sequence[str], meta_out: Sequence[str],
+                    checkpoint: str, device, seed_index: int) -> list:
+    """One (sampler, steps) trajectory, each denoise setting written to its own files."""
+    sample = params["sample"]
+    flags = [parse_denoise(d) for d in denoise]
     snr = sample["snr"][sde.name]
     images, nfe, seconds = draw_samples(
-        model, sde, meta, sampler, steps_, flags, sample["n_samples"], sample["batch_size"],
+        model, sde, meta, sampler, steps, flags, sample["n_samples"], sample["batch_size"],
         sample["seed"], device, first=seed_index * sample["n_samples"], snr=snr,
         corrector_steps=sample["corrector_steps"], eps=sample["eps"], rtol=sample["rtol"],
         atol=sample["atol"])
     records = []
     for name, flag, path, meta_path in zip(denoise, flags, out, meta_out, strict=True):
         record = {"dataset": meta["dataset"], "sde": sde.name,
-                  **describe(sampler, steps_, flag),
+                  **describe(sampler, steps, flag),
                   "nfe": nfe[flag], "seconds": round(seconds, 3),
                   "n_samples": len(images[flag]), "snr": snr, "seed_index": seed_index,
                   "trajectory_shared_by": list(denoise),
                   "checkpoint_step": meta.get("step"), "device": str(device)}
         save_tensors(path, {"images": images[flag]})
         write_json(meta_path, {**record, "config": provenance(
-            "sample", params, checkpoint=str(checkpoint), output=str(path))})
-        log(f"{sde.name} {sampler} steps={steps} denoise={name}: {len(images[flag])} samples, "
+            "sample", params, checkpoint=checkpoint, output=str(path))})
+        log(f"{sde.name} {case_name(sampler, steps, name)}: {len(images[flag])} samples, "
             f"nfe {nfe[flag]}, {seconds:.1f}s -> {path}")
         records.append(record)
     return records
+
+
+def run(params: dict, checkpoint: str, sampler: str, steps: str | int | None,
+        denoise: Sequence[str], out: Sequence[str], meta_out: Sequence[str],
+        device_name: str = "auto", threads: int = 1, expect_sde: str | None = None,
+        seed_index: int = 0) -> list:
+    """Draw one (sampler, steps) case for each denoise setting, from one trajectory; writes
+    ``out[i]`` and ``meta_out[i]`` for ``denoise[i]`` and returns their records."""
+    if not len(denoise) == len(out) == len(meta_out) or len(set(denoise)) != len(denoise):
+        raise ValueError(f"give one --out and one --meta per --denoise setting (got "
+                         f"{len(denoise)} settings, {len(out)} --out, {len(meta_out)} --meta)")
+    steps_ = parse_steps(sampler, steps)
+    cases = [case_name(sampler, steps_, d) for d in denoise]
+    return run_cases(params, checkpoint, cases, out, meta_out, device_name, threads,
+                     expect_sde, seed_index)
