@@ -63,7 +63,7 @@ def _dense(A):
     return A if isinstance(A, torch.Tensor) else A.matrix()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _measure(method: str, sde_name: str, case: str) -> dict:
     """Draw N_SAMPLES posterior samples with ``method``; their sliced W2 to an exact sample, the
     noise floor, and the mode weights against the exact ones."""

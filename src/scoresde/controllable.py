@@ -204,7 +204,7 @@ def _smc(score_fn, sde, y, mask, steps, predictor, eps, denoise, generator, part
     if predictor not in SMC_PREDICTORS:
         raise ValueError(f"smc needs predictor {' or '.join(SMC_PREDICTORS)}, got {predictor!r}")
     K = int(particles)
-    if K != particles or K < 1 or not 0 <= ess_threshold <= 1:
+    if particles != K or K < 1 or not 0 <= ess_threshold <= 1:
         raise ValueError(f"smc needs an integer particles >= 1 and 0 <= ess_threshold <= 1, got "
                          f"{particles}, {ess_threshold}")
     return particle_filter(score_fn, sde, y.shape, y.flatten(1), 0.0, steps, eps, predictor,

@@ -68,7 +68,7 @@ def _check_options(method: str, options: dict, batch: int, generator) -> dict:
         raise ValueError(f"predictor={opts['predictor']!r}: solve_inverse needs a Gaussian predictor, "
                          f"one of {', '.join(KERNELS)}")
     K = opts["particles"]
-    if isinstance(K, bool) or not isinstance(K, (int, float)) or K != int(K) or K < 1:
+    if isinstance(K, bool) or not isinstance(K, (int, float)) or int(K) != K or K < 1:
         raise ValueError(f"particles={K!r} must be an integer >= 1 (e.g. 16)")
     if not 0 <= float(opts["ess_threshold"]) <= 1:
         raise ValueError(f"ess_threshold={opts['ess_threshold']} must lie in [0, 1]")

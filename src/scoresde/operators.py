@@ -51,7 +51,7 @@ class LinearOperator:
         key = (dtype, str(device))
         if key not in cache:
             U, S, Vh = torch.linalg.svd(self.matrix(torch.float64, device), full_matrices=False)
-            r = int((S > 1e-10 * S.max()).sum()) if S.numel() else 0
+            r = int((1e-10 * S.max() < S).sum()) if S.numel() else 0
             cache[key] = tuple(z.to(dtype) for z in (U[:, :r], S[:r], Vh[:r].T.contiguous()))
         return cache[key]
 
