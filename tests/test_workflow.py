@@ -101,6 +101,8 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
     rgb = c["data"]["dataset"] in ("cifar10", "image_folder")  # and colorize on colour data
     rules = ("train_classifier", "conditional_sample", "inpaint", *(["colorize"] if rgb else []))
     controllable = {r: n_ctrl for r in rules if n_ctrl}
+    n_inverse = n_ctrl * len(ctrl["inverse"]["tasks"]) * len(ctrl["inverse"]["methods"])
+    controllable.update({"inverse": n_inverse} if n_inverse else {})  # one per (task, method)
     assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
                       "report": 1, "sample": n_sde * n_case // len(c["sample"]["denoise"]),
                       "select_checkpoint": n_sde,
@@ -163,7 +165,8 @@ def test_smoke_config_end_to_end(workdir):
     expected = report.expected_figures(c["data"]["dataset"], sdes, tweedie)
     ctrl = c["controllable"]
     ctrl_sdes = [s for s in (ctrl["sdes"] or sdes) if s in sdes] if ctrl["enabled"] else []
-    expected_ctrl = [f"controllable_{c['data']['dataset']}_{s}.png" for s in ctrl_sdes]
+    expected_ctrl = [f"{kind}_{c['data']['dataset']}_{s}.png" for s in ctrl_sdes
+                     for kind in ("controllable", *(["inverse"] if ctrl["inverse"]["tasks"] else []))]
     assert expected_ctrl, "the smoke config runs the controllable rules"
     assert figures == sorted([f"{name}.png" for name, _, _ in expected] + expected_ctrl)
     assert page.count("data:image/png;base64,") == len(figures)

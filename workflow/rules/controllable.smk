@@ -1,6 +1,6 @@
 # Controllable generation (paper section 5): noise-conditional classifier, class-conditional
-# samples and inpainting per SDE of controllable.sdes (helpers in common.smk); everything goes
-# under controllable/{dataset}/{sde}/ (one DVC out).
+# samples, inpainting and linear inverse problems per SDE of controllable.sdes (helpers in
+# common.smk); everything goes under controllable/{dataset}/{sde}/ (one DVC out).
 rule train_classifier:
     input:
         train="data/processed/{dataset}/train.pt",
@@ -129,4 +129,40 @@ rule colorize:
         "--checkpoint {input.checkpoint} --data {input.test} --reference {input.reference} "
         "--extractor {input.extractor} --methods {params.methods} --sde {wildcards.sde} "
         "--out {output.coloured} --inputs-out {output.inputs} --metrics {output.metrics} "
+        "--device {params.device} --threads {threads} > {log} 2>&1"
+
+
+# Linear inverse problems y = A x + noise (superres, deblur, noisy-projection), one job per
+# (task, method) on held-out test images.
+rule inverse:
+    input:
+        checkpoint="checkpoints/{dataset}/{sde}/best.pt",
+        test="data/processed/{dataset}/test.pt",
+        reference="data/processed/{dataset}/reference.pt",
+        extractor="checkpoints/{dataset}/fid_features.pt",
+    output:
+        reconstructions="controllable/{dataset}/{sde}/inverse/{task}_{method}.pt",
+        metrics="controllable/{dataset}/{sde}/inverse/{task}_{method}.json",
+    log:
+        "logs/inverse/{dataset}/{sde}/{task}_{method}.log",
+    benchmark:
+        "logs/benchmarks/inverse/{dataset}/{sde}/{task}_{method}.tsv"
+    wildcard_constraints:
+        task="superres|deblur|noisy-projection",
+        method="dps|pigdm|smc",
+    conda:
+        "../envs/scoresde.yaml"
+    threads: res("controllable", "threads")
+    resources:
+        mem_mb=res("controllable", "mem_mb"),
+        runtime=res("controllable", "runtime"),
+        gpu=res("controllable", "gpu"),
+    params:
+        cfg=stage_params("inverse", per_sde=True),
+        device=CTRL["device"],
+    shell:
+        "python -m scoresde inverse --params-json {params.cfg:q} "
+        "--checkpoint {input.checkpoint} --data {input.test} --reference {input.reference} "
+        "--extractor {input.extractor} --task {wildcards.task} --method {wildcards.method} "
+        "--sde {wildcards.sde} --out {output.reconstructions} --metrics {output.metrics} "
         "--device {params.device} --threads {threads} > {log} 2>&1"
