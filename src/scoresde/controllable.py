@@ -15,7 +15,8 @@
   observed entries, the observed part of each particle is drawn from the product of the backward
   kernel and that potential, and the particles are reweighted and resampled; the potentials
   telescope, so the particles target the sampler's own chain conditioned on x(0)_obs = y and the
-  draw is exact as the number of particles grows (up to the time discretisation and eps).
+  draw is exact as the number of particles grows (up to the time discretisation and eps). It is
+  ``scoresde.inverse.particle_filter`` (``solve_inverse``'s ``smc``) with the pixels as coordinates.
 * :func:`colorize`: imputation in the decoupled colour space of App. I.3: an orthonormal 3x3 matrix
   whose first column is 1/sqrt(3) maps RGB to (grey, two chroma channels); the grey channel is
   observed.

@@ -31,7 +31,7 @@ from scoresde.stages.common import (
     timer,
     write_json,
 )
-from scoresde.utils import per_sample_generators, seeded_generator
+from scoresde.utils import seeded_generator
 
 TASKS = ("superres", "deblur", "noisy-projection")
 METHODS = ("dps", "pigdm", "smc")
@@ -94,7 +94,7 @@ def inverse(params: dict, checkpoint: str, test_path: str, extractor: str, refer
     op = make_operator(task, tuple(x_true.shape[1:]), cfg["seed"])
     noise = torch.randn(op.forward(x_true).shape, generator=seeded_generator(cfg["seed"], "inverse", 0))
     y = (op.forward(x_true) + cfg["noise_std"] * noise).to(device)
-    gens = per_sample_generators(cfg["seed"], 0, n, device, purpose="inverse")
+    gens = [seeded_generator(cfg["seed"], "inverse", 2, i, device=device) for i in range(n)]
     options = {"particles": cfg["particles"]} if method == "smc" else {}
     with timer() as t:
         x, nfe = solve_inverse(get_score_fn(sde, model), sde, y, op, cfg["noise_std"], cfg["steps"],
