@@ -72,6 +72,8 @@ def _measure(method: str, sde_name: str, case: str) -> dict:
     post = posterior(mix, _dense(A), y, noise)
     dirs = directions(post[1].shape[1])
     options = {"particles": PARTICLES[case]} if method == "smc" else {}
+    if method == "pigdm-gaussian":
+        method, options = "pigdm", {"jacobian": "gaussian"}
     x, nfe = solve_inverse(fast_score_fn(mix, sde), sde, y.expand(N_SAMPLES, -1), A, noise, STEPS,
                            method=method, generator=torch.Generator().manual_seed(0), **options)
     exact = sample_posterior(post, N_SAMPLES, torch.Generator().manual_seed(1))
@@ -111,11 +113,11 @@ def test_smc_matches_the_exact_posterior(sde_name, case):
 
 def test_table_of_errors_against_the_exact_posterior():
     """dps, pigdm and smc on every case and SDE: the errors quoted in docs/inverse.md."""
-    lines = ["| case | SDE | floor | " + " | ".join(f"{m} SW2 | {m} weight err" for m in
-                                                    ("dps", "pigdm", "smc")) + " |"]
+    methods = ("dps", "pigdm", "pigdm-gaussian", "smc")
+    lines = ["| case | SDE | floor | " + " | ".join(f"{m} SW2 | {m} weight err" for m in methods) + " |"]
     for case in CASES:
         for sde_name in SDES:
-            rs = {m: _measure(m, sde_name, case) for m in ("dps", "pigdm", "smc")}
+            rs = {m: _measure(m, sde_name, case) for m in methods}
             for m, r in rs.items():
                 assert torch.isfinite(r["x"]).all() and r["nfe"] == STEPS + 1, m
                 assert r["sw2"] < 5.0, (m, case, sde_name, r["sw2"])  # sanity: data scale ~2
@@ -194,7 +196,7 @@ def test_gaussian_prior_pigdm_and_smc_posterior_mean():
     op = random_projection((6,), 2, torch.Generator().manual_seed(3))
     y = torch.tensor([[1.0, -0.5]], dtype=F64)
     want = op.adjoint(y / 1.09)[0]
-    for method, opts in (("pigdm", {}), ("smc", {"particles": 8})):
+    for method, opts in (("pigdm", {}), ("pigdm", {"jacobian": "gaussian"}), ("smc", {"particles": 8})):
         x, _ = solve_inverse(Counting(sde), sde, y.expand(n, -1), op, 0.3, 100, method=method,
                              generator=torch.Generator().manual_seed(2), **opts)
         assert torch.allclose(x.mean(0), want, atol=5 / math.sqrt(n)), (method, x.mean(0), want)
@@ -275,6 +277,7 @@ class NoAdjoint:
         ({"method": "ddrm"}, r"method='ddrm' is unknown; choose one of dps, pigdm, smc"),
         ({"method": "dps", "particles": 4}, r"dps takes the options .* unknown option\(s\) particles"),
         ({"method": "smc", "predictor": "euler_maruyama"}, r"predictor='euler_maruyama'"),
+        ({"method": "pigdm", "jacobian": "exact"}, r"jacobian='exact' must be 'vjp' or 'gaussian'"),
         ({"steps": 0}, r"steps must be >= 1"),
         ({"eps": 2.0}, r"eps must lie in"),
         ({"generator": [torch.Generator()]}, r"got 1 per-sample generators for 3 measurements"),

@@ -13,7 +13,8 @@ for Tweedie's estimate.
   ~ N(x0, r_t^2 I) with r_t^2 = sigma_t^2 / (1 + sigma_t^2), sigma_t = s / a (unit data variance),
   so p(y | x_t) ~ N(A x0, r_t^2 A A^T + sigma_y^2 I) and
   grad log p(y | x_t) ~ (d x0 / d x_t)^T A^T (r_t^2 A A^T + sigma_y^2 I)^-1 (y - A x0),
-  a vector-Jacobian product through the score, added (times ``scale``) to the score of the step.
+  a vector-Jacobian product through the score, added (times ``scale``) to the score of the step
+  (``jacobian="gaussian"``: d x0 / d x_t replaced by its value a r_t^2 / s^2 in the Gaussian model).
 * ``smc``: MCGDiff (Cardoso, Janati, Le Corff, Moulines, ICLR 2024, Algorithm 1) in the SVD basis
   A = U diag(S) V^T: the forward noise is isotropic, so the coordinates c = V^T x diffuse like x and
   the measurement reads ybar = U^T y / S = c(0) + sigmabar n, sigmabar_j = sigma_y / S_j. Potentials
@@ -48,7 +49,8 @@ from .utils import append_dims
 
 METHODS = ("dps", "pigdm", "smc")
 KERNELS = ("reverse_diffusion", "ancestral")
-OPTIONS = {"dps": ("predictor", "denoise", "scale"), "pigdm": ("predictor", "denoise", "scale"),
+OPTIONS = {"dps": ("predictor", "denoise", "scale"),
+           "pigdm": ("predictor", "denoise", "scale", "jacobian"),
            "smc": ("predictor", "denoise", "particles", "ess_threshold")}
 
 
@@ -63,7 +65,9 @@ def _check_options(method: str, options: dict, batch: int, generator) -> dict:
         raise ValueError(f"{method} takes the options {', '.join(OPTIONS[method])}; got unknown "
                          f"option(s) {', '.join(unknown)}")
     opts = {"predictor": "reverse_diffusion", "denoise": True, "scale": 1.0, "particles": 16,
-            "ess_threshold": 0.5, **options}
+            "ess_threshold": 0.5, "jacobian": "vjp", **options}
+    if opts["jacobian"] not in ("vjp", "gaussian"):
+        raise ValueError(f"jacobian={opts['jacobian']!r} must be 'vjp' or 'gaussian'")
     if opts["predictor"] not in KERNELS:
         raise ValueError(f"predictor={opts['predictor']!r}: solve_inverse needs a Gaussian predictor, "
                          f"one of {', '.join(KERNELS)}")
@@ -121,15 +125,22 @@ def dps_step(score_fn, sde, op, y, x, t, t_next, predictor, scale, generator):
     return x_next - append_dims(zeta, x.ndim) * grad
 
 
-def pigdm_step(score_fn, sde, op, y, noise_var, x, t, t_next, predictor, scale, generator):
-    """One step with the PiGDM guidance (Song et al. 2023) added to the score."""
+def pigdm_step(score_fn, sde, op, y, noise_var, x, t, t_next, predictor, scale, generator,
+               jacobian="vjp"):
+    """One step with the PiGDM guidance (Song et al. 2023) added to the score. ``jacobian``:
+    ``vjp`` = the paper's (d x0 / d x_t)^T by autograd through the score; ``gaussian`` = the
+    Jacobian of PiGDM's own Gaussian model, a r_t^2 / s^2 I (equal for N(0, I) data; no backward
+    pass, and no 1 / a(t) amplification of the network's error near t = T)."""
     sigma2 = (sde.std(t) / sde.mean_coeff(t)) ** 2
     r2 = sigma2 / (1 + sigma2)
     with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
+        xg = x.detach().requires_grad_(jacobian == "vjp")
         score, x0 = _denoised(score_fn, sde, xg, t)
-        v = op.adjoint(op.gram_solve(y - op.forward(x0.detach()), r2, noise_var))
-        (guide,) = torch.autograd.grad(x0, xg, grad_outputs=v.to(x0))
+        v = op.adjoint(op.gram_solve(y - op.forward(x0.detach()), r2, noise_var)).to(x0)
+        if jacobian == "vjp":
+            (guide,) = torch.autograd.grad(x0, xg, grad_outputs=v)
+        else:
+            guide = append_dims(sde.mean_coeff(t) * r2 / sde.std(t) ** 2, x.ndim) * v
     cond = score.detach() + scale * guide
     x_next, _ = PREDICTORS[predictor](lambda *_: cond, sde, x, t, t_next, generator)
     return x_next
@@ -255,7 +266,8 @@ def solve_inverse(score_fn, sde: SDE, y: torch.Tensor, A, noise_std: float, step
     ``pigdm`` or ``smc`` (module docstring). ``generator``: one ``torch.Generator`` or one per row
     of y (then sample i is the same whatever the batch). Options: ``predictor``
     (``reverse_diffusion`` default, or ``ancestral``), ``denoise`` (final Tweedie step, default
-    True); ``dps`` / ``pigdm``: ``scale`` (zeta / guidance weight, default 1); ``smc``:
+    True); ``dps`` / ``pigdm``: ``scale`` (zeta / guidance weight, default 1); ``pigdm``:
+    ``jacobian`` (``vjp``, default, or ``gaussian``: :func:`pigdm_step`); ``smc``:
     ``particles`` (default 16), ``ess_threshold`` (default 0.5).
     """
     op, noise = _check_problem(y, A, noise_std, method)
@@ -280,7 +292,7 @@ def solve_inverse(score_fn, sde: SDE, y: torch.Tensor, A, noise_std: float, step
                          generator)
         else:
             x = pigdm_step(score_fn, sde, op, y, noise**2, x, t, t_next, opts["predictor"],
-                           opts["scale"], generator)
+                           opts["scale"], generator, opts["jacobian"])
     nfe = steps
     if opts["denoise"]:
         x, nfe = final_tweedie(score_fn, sde, x, eps), nfe + 1
