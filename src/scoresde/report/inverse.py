@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 TASKS = ("superres", "deblur", "noisy-projection")
+SHORT = {"superres": "low-res", "deblur": "blurred", "noisy-projection": "A^T y"}
 MEASUREMENT = {"superres": "2x2 block means, upsampled", "deblur": "blurred",
                "noisy-projection": "back-projection A^T y"}
 
@@ -30,14 +31,14 @@ def plot_inverse(dataset: str, sde: str, base: Path, df: pd.DataFrame):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(sub["task"]))
+    tasks = [t for t in TASKS if t in set(sub["task"])]
     fig, axes = plt.subplots(1, len(tasks), figsize=(2.8 * len(tasks), 3.2), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         methods = list(dict.fromkeys(sub.loc[sub["task"] == task, "method"]))
         runs = [torch.load(base / "inverse" / f"{task}_{m}.pt", weights_only=True) for m in methods]
         n = min(8, len(runs[0]["truth"]))
         stack = [runs[0]["measurement"][:n], *(r["images"][:n] for r in runs), runs[0]["truth"][:n]]
-        _grid(ax, torch.cat(stack), f"{task}: {MEASUREMENT[task]} / {', '.join(methods)} / truth", n)
+        _grid(ax, torch.cat(stack), f"{task}\nrows: {SHORT[task]}, {', '.join(methods)}, truth", n)
     fig.suptitle(f"{dataset}, {sde} SDE: linear inverse problems (held-out test images)", fontsize=10)
     fig.tight_layout()
     return fig
