@@ -122,6 +122,8 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
     controllable = {r: n_ctrl for r in rules if n_ctrl}
     per_case = c["sample"]["jobs"] == "per_case"  # one job per (sampler, steps), else per SDE
     n_sample = n_sde * (n_case // len(c["sample"]["denoise"]) if per_case else 1)
+    n_inverse = n_ctrl * len(ctrl["inverse"]["tasks"]) * len(ctrl["inverse"]["methods"])
+    controllable.update({"inverse": n_inverse} if n_inverse else {})  # one per (task, method)
     assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
                       "report": 1, "sample": n_sample, "select_checkpoint": n_sde,
                       "train": n_sde, "train_features": 1, **controllable}, proc.stdout
@@ -183,7 +185,8 @@ def test_smoke_config_end_to_end(workdir):
     expected = report.expected_figures(c["data"]["dataset"], sdes, tweedie)
     ctrl = c["controllable"]
     ctrl_sdes = [s for s in (ctrl["sdes"] or sdes) if s in sdes] if ctrl["enabled"] else []
-    expected_ctrl = [f"controllable_{c['data']['dataset']}_{s}.png" for s in ctrl_sdes]
+    expected_ctrl = [f"{kind}_{c['data']['dataset']}_{s}.png" for s in ctrl_sdes
+                     for kind in ("controllable", *(["inverse"] if ctrl["inverse"]["tasks"] else []))]
     assert expected_ctrl, "the smoke config runs the controllable rules"
     assert figures == sorted([f"{name}.png" for name, _, _ in expected] + expected_ctrl)
     assert page.count("data:image/png;base64,") == len(figures)

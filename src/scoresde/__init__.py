@@ -1,5 +1,6 @@
 """scoresde: score-based generative modelling through SDEs (Song et al., ICLR 2021)."""
 
+from .inverse import solve_inverse
 from .likelihood import bits_per_dim, log_likelihood, uniform_dequantize
 from .losses import dsm_loss, get_score_fn
 from .sampling import CORRECTORS, ODE_METHODS, PREDICTORS, ode_sample, pc_sample, tweedie_denoise
@@ -23,6 +24,7 @@ __all__ = [
     "make_sde",
     "ode_sample",
     "pc_sample",
+    "solve_inverse",
     "tweedie_denoise",
     "uniform_dequantize",
 ]

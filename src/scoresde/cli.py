@@ -373,6 +373,16 @@ def cmd_colorize(args) -> None:
                           **_runtime(args, params, "controllable"))
 
 
+def cmd_inverse(args) -> None:
+    from scoresde.stages import inverse
+
+    sde = _check_sde(args.sde)
+    params = _params(args)
+    inverse.inverse(job_params(params, "inverse", sde), args.checkpoint, args.data, args.extractor,
+                    args.reference, args.task, args.method, args.out, args.metrics, expect_sde=sde,
+                    **_runtime(args, params, "controllable"))
+
+
 def _add_controllable_parsers(sub) -> None:
     p = sub.add_parser("train-classifier", help="noise-conditional classifier p_t(y | x(t))")
     _path(p, "--data", "input: processed training split")
@@ -401,6 +411,20 @@ def _add_controllable_parsers(sub) -> None:
     p = sub.add_parser("colorize", help="colour grey RGB test images (App. I.3); PSNR, SSIM, FID")
     _completion_args(p, "coloured images, one per method", "grey inputs", "method")
     p.set_defaults(func=cmd_colorize)
+
+    p = sub.add_parser("inverse", help="a linear inverse problem on test images (superres, deblur, "
+                                       "noisy-projection); PSNR, SSIM, residual, FID")
+    _path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
+    _path(p, "--data", "input: processed test split (ground truth)")
+    _path(p, "--extractor", "input: FID feature classifier checkpoint")
+    _path(p, "--reference", "input: FID reference set")
+    p.add_argument("--task", required=True, choices=("superres", "deblur", "noisy-projection"))
+    p.add_argument("--method", required=True, choices=("dps", "pigdm", "smc"))
+    _path(p, "--out", "output: reconstructions, ground truth and the measurement's view")
+    _path(p, "--metrics", "output: metrics JSON (one row)")
+    _sde_arg(p, required=False)
+    _common(p)
+    p.set_defaults(func=cmd_inverse)
 
 
 def _completion_args(p, outs: str, inputs: str, row: str, masks: bool = False) -> None:

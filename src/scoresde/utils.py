@@ -62,6 +62,7 @@ SEED_PURPOSES = (
     "likelihood",     # index i: test image i's dequantisation noise and Hutchinson probes
     "classifier",     # the noise-conditional classifier's batches, times and noise
     "controllable",   # index (k, i): class-conditional sample i of class k; (0,): inpainting
+    "inverse",        # (0,): measurement noise; (1,): random projection; (2, i): image i's sampler
 )
 
 

@@ -205,6 +205,9 @@ CTRL_SDES = [s for s in (CTRL["sdes"] or SDES) if s in SDES] if CTRL["enabled"] 
 INPAINT_CASES = expand(
     "{mask}_{method}", mask=CTRL["inpaint"]["masks"], method=CTRL["inpaint"]["methods"]
 )
+INVERSE_CASES = expand(
+    "{task}_{method}", task=CTRL["inverse"]["tasks"], method=CTRL["inverse"]["methods"]
+)
 
 
 RGB = DATASET in ("cifar10", "image_folder")  # colorization needs colour images
@@ -216,7 +219,12 @@ def controllable_results(wildcards=None):
         "controllable/{dataset}/{sde}/{task}.json",
         dataset=DATASET,
         sde=CTRL_SDES,
-        task=["conditional", "inpaint", *(["colorize"] if RGB else [])],
+        task=[
+            "conditional",
+            "inpaint",
+            *(["colorize"] if RGB else []),
+            *[f"inverse/{case}" for case in INVERSE_CASES],
+        ],
     )
 
 
@@ -228,6 +236,13 @@ def controllable_outputs():
         f"controllable_{sde}": f"reports/figures/controllable_{DATASET}_{sde}.png"
         for sde in CTRL_SDES
     }
+    if INVERSE_CASES:
+        figs.update(
+            {
+                f"inverse_{sde}": f"reports/figures/inverse_{DATASET}_{sde}.png"
+                for sde in CTRL_SDES
+            }
+        )
     return {"controllable_csv": "reports/controllable.csv", **figs}
 
 
@@ -251,6 +266,7 @@ def job_names():
         "train_classifier": ctrl,
         "conditional_sample": ctrl,
         "inpaint": ctrl + ([f"{job}_colorize" for job in ctrl] if RGB else []),
+        "inverse": [f"{job}/{case}" for job in ctrl for case in INVERSE_CASES],
     }
 
 

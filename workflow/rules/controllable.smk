@@ -1,6 +1,6 @@
 # Controllable generation (paper section 5): noise-conditional classifier, class-conditional
-# samples and inpainting per SDE of controllable.sdes (helpers in common.smk); everything goes
-# under controllable/{dataset}/{sde}/ (one DVC out).
+# samples, inpainting and linear inverse problems per SDE of controllable.sdes (helpers in
+# common.smk); everything goes under controllable/{dataset}/{sde}/ (one DVC out).
 rule train_classifier:
     input:
         train="data/processed/{dataset}/train.pt",
@@ -128,4 +128,40 @@ rule colorize:
             "--reference {input.reference} --extractor {input.extractor} "
             "--methods {params.methods} --sde {wildcards.sde} --out {output.coloured} "
             "--inputs-out {output.inputs} --metrics {output.metrics}",
+        )
+
+
+# Linear inverse problems y = A x + noise (superres, deblur, noisy-projection), one job per
+# (task, method) on held-out test images.
+rule inverse:
+    input:
+        checkpoint="checkpoints/{dataset}/{sde}/best.pt",
+        test="data/processed/{dataset}/test.pt",
+        reference="data/processed/{dataset}/reference.pt",
+        extractor="checkpoints/{dataset}/fid_features.pt",
+    output:
+        reconstructions="controllable/{dataset}/{sde}/inverse/{task}_{method}.pt",
+        metrics="controllable/{dataset}/{sde}/inverse/{task}_{method}.json",
+    log:
+        log_file("inverse", SDE_JOB + "/{task}_{method}"),
+    benchmark:
+        benchmark_file("inverse", SDE_JOB + "/{task}_{method}")
+    wildcard_constraints:
+        task="superres|deblur|noisy-projection",
+        method="dps|pigdm|smc",
+    conda:
+        ENV
+    threads: res("controllable", "threads")
+    resources:
+        **job_resources("controllable"),
+    params:
+        cfg=stage_params("inverse", per_sde=True),
+        device=CTRL["device"],
+    shell:
+        scoresde(
+            "inverse",
+            "--checkpoint {input.checkpoint} --data {input.test} "
+            "--reference {input.reference} --extractor {input.extractor} "
+            "--task {wildcards.task} --method {wildcards.method} --sde {wildcards.sde} "
+            "--out {output.reconstructions} --metrics {output.metrics}",
         )

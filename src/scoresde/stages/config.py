@@ -241,6 +241,7 @@ STAGE_KEYS = {
     "conditional-sample": ("controllable.conditional", "sample.snr"),
     "inpaint": ("controllable.inpaint", "sample.snr"),
     "colorize": ("controllable.inpaint", "sample.snr"),  # inpainting's methods, steps, options
+    "inverse": ("controllable.inverse",),
 }
 # How a job runs rather than what it computes, and which cases exist rather than how one is
 # drawn: left out of a job's parameters, so changing them reruns no finished job.
