@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 
 from scoresde.checkpoint import atomic_write
+from scoresde.report.bounds import LIKELIHOOD_COLUMNS, bound_rows
 from scoresde.report.figures import read_csv_if
-from scoresde.report.load import FID_COLUMNS, NLL_COLUMNS, missing, sde_key
+from scoresde.report.load import FID_COLUMNS, missing, sde_key
 
 
 def write_text(path: Path, text: str) -> None:
@@ -19,9 +20,11 @@ def write_text(path: Path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def write_csvs(fid, nll, out_dir: Path) -> tuple[Path, Path]:
+def write_csvs(fid, nll, out_dir: Path, confidence: float = 0.95) -> tuple[Path, Path]:
+    """metrics.csv (one row per case) and likelihood.csv (one row per SDE and bound)."""
     paths = out_dir / "metrics.csv", out_dir / "likelihood.csv"
-    for df, cols, path in ((fid, FID_COLUMNS, paths[0]), (nll, NLL_COLUMNS, paths[1])):
+    bounds = bound_rows(nll, confidence)
+    for df, cols, path in ((fid, FID_COLUMNS, paths[0]), (bounds, LIKELIHOOD_COLUMNS, paths[1])):
         with atomic_write(path) as tmp:
             df[cols].to_csv(tmp, index=False)
     return paths
