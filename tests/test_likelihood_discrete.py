@@ -202,12 +202,15 @@ def test_per_sample_generators_make_a_datum_independent_of_its_batch():
     ({"k": torch.tensor([[0, 4]])}, r"k must lie in 0..3 \(levels=4\), got the value 4"),
     ({"k": torch.tensor([[-1, 0]])}, r"k must lie in 0..3 \(levels=4\), got the value -1"),
     ({"k": torch.tensor([[0.0, 1.5]])}, r"k must hold integer levels 0..3, got the value 1.5"),
+    ({"k": torch.tensor([[0.0, float("nan")]])}, "k must hold integer levels 0..3, got the value nan"),
+    ({"k": torch.tensor([[0, 255]], dtype=torch.uint8)}, r"k must lie in 0..3 \(levels=4\), got the value 255"),  # noqa: E501
     ({"scale": 0.0}, "scale must be a positive number"),
     ({"tau": -1.0}, "tau must be > 0"),
     ({"divergence": "hutch"}, "unknown divergence 'hutch'"),
     ({"n_probes": 0}, "n_probes must be an integer >= 1, got 0"),
 ])  # fmt: skip
 def test_bad_input_is_refused_before_any_score_evaluation(kwargs, message):
+    """One ValueError naming the value; a counting score function sees no call."""
     calls = []
 
     def counting(x, t):
@@ -218,6 +221,12 @@ def test_bad_input_is_refused_before_any_score_evaluation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         discrete_log_likelihood(counting, PAPER_SDES["vp"](), **args)
     assert not calls
+
+
+def test_uint8_levels_beyond_256_are_not_wrapped():
+    from scoresde.dequantization import check_discrete_input
+
+    check_discrete_input(torch.tensor([[0, 255]], dtype=torch.uint8), 1024, "uniform", 1, 1.0)  # no error
 
 
 def print_gaps(reps: int = 24) -> None:

@@ -53,7 +53,8 @@ def check_discrete_input(k: torch.Tensor, levels, dequantization: str, samples, 
         bad = k[k != k.round()]
         if bad.numel():
             raise ValueError(f"k must hold integer levels 0..{levels - 1}, got the value {bad[0].item()!r}")
-    bad = k[(k < 0) | (k > levels - 1)]
+    values = k if k.is_floating_point() else k.long()  # uint8 compared with 300 would wrap around
+    bad = k[(values < 0) | (values > levels - 1)]
     if bad.numel():
         raise ValueError(f"k must lie in 0..{levels - 1} (levels={levels}), got the value {bad[0].item()!r}")
 
