@@ -3,12 +3,13 @@
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 from exact import gaussian
 
 from scoresde import VPSDE
-from scoresde.report import bound_rows, bounds_table, load_nll_results
+from scoresde.report import bound_rows, bounds_table, flat_metrics, load_nll_results
 from scoresde.report.bounds import LIKELIHOOD_COLUMNS, tightest_text
 from scoresde.stages.likelihood import image_bounds, images_bits_per_dim
 
@@ -87,6 +88,11 @@ def test_report_rows_pair_every_bound_with_uniform(tmp_path):
     table = bounds_table(rows)
     assert table["bound"].tolist()[:2] == ["uniform (paper)", "truncated normal (i-DODE)"]
     assert table.iloc[2, -1].startswith("3.16") and table.iloc[3, -1] == ""  # the paper beside uniform only
+    metrics = flat_metrics(pd.DataFrame(), load_nll_results(files))  # DVC's metrics.json
+    assert metrics["digits/vp/bpd"] == pytest.approx(2.1)
+    assert metrics["digits/vp/bpd_importance"] == pytest.approx(2.0)
+    assert set(metrics) == {"digits/vp/bpd", "digits/vp/bpd_importance", "digits/vp/bpd_truncated-normal",
+                            "digits/ve/bpd", "digits/ve/bpd_truncated-normal"}  # fmt: skip
     text = tightest_text(rows)
     assert "digits/VP: importance-weighted is the tightest, 2.00 ± 0.13 bits/dim, -0.100" in text
     assert "digits/VE: the paper's uniform bound is the tightest (2.10 ± 0.13 bits/dim" in text

@@ -31,13 +31,17 @@ def write_csvs(fid, nll, out_dir: Path, confidence: float = 0.95) -> tuple[Path,
 
 
 def flat_metrics(fid: pd.DataFrame, nll: pd.DataFrame) -> dict[str, float | None]:
-    """``{dataset}/{sde}/{case}/fid`` and ``/kid`` per case, ``{dataset}/{sde}/bpd`` per SDE."""
+    """``{dataset}/{sde}/{case}/fid`` and ``/kid`` per case, ``{dataset}/{sde}/bpd`` per SDE (the
+    paper's uniform bound) and ``{dataset}/{sde}/bpd_{method}`` per further bound on log P(k)."""
     out: dict[str, float | None] = {}
     for r in fid.to_dict("records"):
         for key in ("fid", "kid"):
             out[f"{r['dataset']}/{r['sde']}/{r['case']}/{key}"] = _number(r[key])
     for r in nll.to_dict("records"):
         out[f"{r['dataset']}/{r['sde']}/bpd"] = _number(r["bpd"])
+        for b in r.get("bounds") if isinstance(r.get("bounds"), list) else []:
+            if b.get("method") != "uniform":  # uniform is ``bpd``
+                out[f"{r['dataset']}/{r['sde']}/bpd_{b['method']}"] = _number(b.get("bpd"))
     return out
 
 
