@@ -99,6 +99,15 @@ def test_report_rows_pair_every_bound_with_uniform(tmp_path):
     assert "truncated normal (i-DODE) +1.015 [1.00" in text
 
 
+def test_one_draw_importance_is_labelled_as_uniform(tmp_path):
+    uniform = [2.0, 2.4, 1.8, 2.2]
+    path = _nll_json(tmp_path / "vp.json", "vp", {"uniform": uniform, "importance": uniform})
+    rows = bound_rows(load_nll_results([path])).assign(samples=1)
+    labels = bounds_table(rows)["bound"].tolist()
+    assert labels == ["uniform (paper)", "importance-weighted (1 draw: equals uniform)"]
+    assert "uniform bound is the tightest" in tightest_text(rows)
+
+
 def test_old_json_without_bounds_is_one_uniform_row(tmp_path):
     path = tmp_path / "nll.json"
     path.write_text(json.dumps({"dataset": "digits", "sde": "vp", "bpd": 3.5, "bpd_sem": 0.1}))

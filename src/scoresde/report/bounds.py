@@ -74,7 +74,7 @@ def bounds_table(rows: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
         diff = "" if missing(r["diff_to_uniform"]) else with_ci(r["diff_to_uniform"], r["diff_ci_low"],
                                                                   r["diff_ci_high"])  # fmt: skip
         out.append({
-            "dataset": r["dataset"], "SDE": r["sde"], "bound": METHOD_LABEL.get(r["method"], r["method"]),
+            "dataset": r["dataset"], "SDE": r["sde"], "bound": _label(r),
             "bits/dim (± s.e.)": pm(r["bpd"], r["bpd_sem"]),
             f"{confidence:.0%} interval": ci_text(r["bpd_ci_low"], r["bpd_ci_high"]),
             f"minus uniform, paired [{confidence:.0%}]": diff,
@@ -83,6 +83,11 @@ def bounds_table(rows: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
             f"bits/dim ({PAPER_TAG})": f"{paper[0]} ({paper[1]})" if paper else "",
         })  # fmt: skip
     return pd.DataFrame(out)
+
+
+def _label(r: dict) -> str:
+    one_draw = r["method"] == "importance" and not missing(r["samples"]) and int(r["samples"]) == 1
+    return METHOD_LABEL.get(r["method"], r["method"]) + (" (1 draw: equals uniform)" if one_draw else "")
 
 
 def tightest_text(rows: pd.DataFrame, confidence: float = 0.95) -> str:
