@@ -95,6 +95,8 @@ def test_report_rows_pair_every_bound_with_uniform(tmp_path):
                             "digits/ve/bpd", "digits/ve/bpd_truncated-normal"}  # fmt: skip
     text = tightest_text(rows)
     assert "digits/VP: importance-weighted is the tightest, 2.00 ± 0.13 bits/dim, -0.100" in text
+    assert "Hutchinson" not in text  # no divergence recorded: no caveat
+    assert "Hutchinson probes' noise" in tightest_text(rows.assign(divergence="rademacher"))
     assert "digits/VE: the paper's uniform bound is the tightest (2.10 ± 0.13 bits/dim" in text
     assert "truncated normal (i-DODE) +1.015 [1.00" in text
 

@@ -108,6 +108,9 @@ def tightest_text(rows: pd.DataFrame, confidence: float = 0.95) -> str:
             continue
         d, lo, hi = best["diff_to_uniform"], best["diff_ci_low"], best["diff_ci_high"]
         sure = "" if missing(hi) or hi < 0 else ", not distinguishable from it at this confidence"
+        if best["method"] == "importance" and best["divergence"] in ("rademacher", "gaussian"):
+            sure += (" (its weights carry the Hutchinson probes' noise, which lowers it: with a "
+                     "stochastic divergence it is a bound only as n_probes grows)")
         parts.append(f"{where}: {METHOD_LABEL.get(best['method'], best['method'])} is the tightest, "
                      f"{pm(best['bpd'], best['bpd_sem'])} bits/dim, {_signed(d, lo, hi)} bits/dim "
                      f"against uniform{sure}")

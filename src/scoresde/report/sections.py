@@ -119,8 +119,10 @@ def likelihood_section(data: ReportData, built: Built) -> Section:
         f"t0 in the JSON. ± one standard error over the test images, the {data.confidence:.0%} "
         "normal interval, and the difference to uniform paired over the same images; NFE: "
         "score-network evaluations per batch of the ODE solve (importance shares uniform's draws, "
-        "solve and seconds). The 'paper' column is the paper's CIFAR-10 uniform value for the "
-        "same SDE (Table 2).")  # fmt: skip
+        "solve and seconds). With a Hutchinson divergence the importance weights carry the probe "
+        "noise, which biases that row low (exp of a noisy log-density overestimates the density): "
+        "it is a guaranteed bound only with the exact divergence or many probes (docs/likelihood.md). "
+        "The 'paper' column is the paper's CIFAR-10 uniform value for the same SDE (Table 2).")  # fmt: skip
     rows = bound_rows(data.nll, data.confidence)
     blocks = [("text", note), ("table", bounds_table(rows, data.confidence))]
     tightest = tightest_text(rows, data.confidence)
