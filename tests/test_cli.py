@@ -129,7 +129,8 @@ def test_likelihood_and_report_outputs(work):
     assert set(nll) >= NLL_FIELDS and nll["n_images"] == 4 and 0 < nll["bpd"] < 20
     rows = _csv(work / "reports/metrics.csv")
     assert len(rows) == 2 and {"dataset", "sde", "sampler", "fid", "nfe"} <= set(rows[0])
-    assert len(_csv(work / "reports/likelihood.csv")) == 1
+    assert [r["method"] for r in _csv(work / "reports/likelihood.csv")] == [
+        "uniform", "importance", "truncated-normal"]
     assert "tiny" in (work / "reports/report.html").read_text()
 
 

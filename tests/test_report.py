@@ -109,7 +109,7 @@ def test_csvs_have_one_row_per_case_and_the_agreed_columns(built):
     assert ode["steps"] == "" and ode["nfe"] == "60" and ode["denoise"] == "False"
     assert {r["steps"] for r in rows} >= {"10", "1000"}
     nll = _csv(out["likelihood_csv"])
-    assert list(nll[0]) == report.NLL_COLUMNS
+    assert list(nll[0]) == report.LIKELIHOOD_COLUMNS  # a per-SDE row, then the bound's columns
     assert {r["sde"]: float(r["bpd"]) for r in nll} == BPD
 
 

@@ -1,7 +1,13 @@
 """scoresde: score-based generative modelling through SDEs (Song et al., ICLR 2021)."""
 
 from .inverse import solve_inverse
-from .likelihood import bits_per_dim, log_likelihood, uniform_dequantize
+from .likelihood import (
+    bits_per_dim,
+    discrete_bits_per_dim,
+    discrete_log_likelihood,
+    log_likelihood,
+    uniform_dequantize,
+)
 from .losses import dsm_loss, get_score_fn
 from .sampling import CORRECTORS, ODE_METHODS, PREDICTORS, ode_sample, pc_sample, tweedie_denoise
 from .sde import SDE, SDES, VESDE, VPSDE, SubVPSDE, make_sde
@@ -18,6 +24,8 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "bits_per_dim",
+    "discrete_bits_per_dim",
+    "discrete_log_likelihood",
     "dsm_loss",
     "get_score_fn",
     "log_likelihood",

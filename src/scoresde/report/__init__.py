@@ -8,6 +8,7 @@ Entry point: :func:`build_report`. Its parts, one module each:
   (paired bootstrap), and the held / not held / undecided rule;
 * :mod:`~scoresde.report.orderings`: the paper's orderings decided with those intervals;
 * :mod:`~scoresde.report.tables`, :mod:`~scoresde.report.paper`: the tables, the paper's numbers;
+  :mod:`~scoresde.report.bounds`: the likelihood table of every bound on log P(k);
 * :mod:`~scoresde.report.plots`, :mod:`~scoresde.report.figures`: the figures (``FIGURE_BUILDERS``);
 * :mod:`~scoresde.report.sections`: the page's sections in order (``SECTION_BUILDERS``);
 * :mod:`~scoresde.report.render`: HTML through the Jinja2 template ``templates/report.html.j2``
@@ -38,6 +39,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from scoresde.report.bounds import LIKELIHOOD_COLUMNS, bound_rows, bounds_table
 from scoresde.report.figures import (
     FIGURE_BUILDERS,
     expected_figures,
@@ -69,14 +71,15 @@ from scoresde.report.sections import SECTION_BUILDERS, Built, Section, build_sec
 from scoresde.report.tables import likelihood_table, md_table, sweep_table
 
 __all__ = [
-    "FID_COLUMNS", "FIGURE_BUILDERS", "NLL_COLUMNS", "PAPER_TAG", "SECTION_BUILDERS", "Built",
-    "ReportData", "Section", "build_report", "expected_figures", "figure_name", "flat_metrics",
-    "git_commit", "hardware", "likelihood_table", "load_fid_results", "load_nll_results",
-    "make_figures", "md_table", "ordering_corrector_only_worst", "ordering_ode_fewer_nfe",
-    "ordering_pc_beats_predictor", "ordering_subvp_lowest_bpd", "ordering_tweedie_lowers_fid",
-    "package_versions", "paper_bpd", "paper_fid", "paper_orderings", "paper_reference_table",
-    "provenance", "render_html", "render_markdown", "sampler_kind", "stage_times", "sweep_table",
-    "train_loss_table", "tweedie_pairs",
+    "FID_COLUMNS", "FIGURE_BUILDERS", "LIKELIHOOD_COLUMNS", "NLL_COLUMNS", "PAPER_TAG",
+    "SECTION_BUILDERS", "Built", "ReportData", "Section", "bound_rows", "bounds_table",
+    "build_report", "expected_figures", "figure_name", "flat_metrics", "git_commit", "hardware",
+    "likelihood_table", "load_fid_results", "load_nll_results", "make_figures", "md_table",
+    "ordering_corrector_only_worst", "ordering_ode_fewer_nfe", "ordering_pc_beats_predictor",
+    "ordering_subvp_lowest_bpd", "ordering_tweedie_lowers_fid", "package_versions", "paper_bpd",
+    "paper_fid", "paper_orderings", "paper_reference_table", "provenance", "render_html",
+    "render_markdown", "sampler_kind", "stage_times", "sweep_table", "train_loss_table",
+    "tweedie_pairs",
 ]  # fmt: skip
 
 
@@ -119,7 +122,7 @@ def build_report(
         confidence=confidence, checkpoints_dir=checkpoints_dir, samples_dir=samples_dir,
         config=config, inputs={k: Path(v) for k, v in (inputs or {}).items()},
     )  # fmt: skip
-    metrics_csv, likelihood_csv = write_csvs(data.fid, data.nll, out_dir)
+    metrics_csv, likelihood_csv = write_csvs(data.fid, data.nll, out_dir, confidence)
     dvc_files = write_dvc_files(data.fid, data.nll, out_dir, checkpoints_dir)
     built = Built(orderings=paper_orderings(data.fid, data.nll, confidence),
                   figures=make_figures(data, out_dir / "figures", figures),

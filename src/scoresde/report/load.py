@@ -8,7 +8,8 @@ final denoising is not a Tweedie step, so it is left out of the Tweedie ordering
 ``seed_index`` (seed k of ``report.seeds``; the seeds of a case are merged into one row by
 :func:`scoresde.report.seeds.merge_seeds`, with ``seeds`` and ``fid_seed_sd``) optional.
 Likelihood JSON (``metrics/{dataset}/{sde}/nll.json``): ``dataset, sde, bpd`` required;
-``bpd_sem, nfe, n_images, divergence, n_probes, rtol, atol`` and ``bpd_per_image`` optional.
+``bpd_sem, nfe, n_images, divergence, n_probes, rtol, atol``, ``bpd_per_image`` and ``bounds``
+(one entry per bound on log P(k), :mod:`scoresde.report.bounds`) optional.
 Every field is read from the files' contents, never parsed out of names.
 """
 
@@ -38,7 +39,7 @@ NLL_REQUIRED = NLL_COLUMNS[:3]
 # kept beside the tidy columns (not written to metrics.csv): what the orderings need
 FID_EXTRA = ["fid_bootstrap", "bootstrap_n", "bootstrap_seed", "n_reference", "denoise_is_tweedie"]
 FID_READ = ["seed_index", "fid_ci_level"]  # read for merging seeds, not kept
-NLL_EXTRA = ["bpd_per_image"]
+NLL_EXTRA = ["bpd_per_image", "bounds"]  # bounds: one entry per method (report.bounds)
 ODE_METHODS = ("rk45", "heun", "euler", "heun-sigma", "euler-sigma")
 SDE_ORDER = ("ve", "vp", "subvp")  # the paper's order, used for rows and panels
 SDE_LABEL = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}

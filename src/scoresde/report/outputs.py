@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 
 from scoresde.checkpoint import atomic_write
+from scoresde.report.bounds import LIKELIHOOD_COLUMNS, bound_rows
 from scoresde.report.figures import read_csv_if
 from scoresde.report.formatting import missing
-from scoresde.report.load import FID_COLUMNS, NLL_COLUMNS, sde_key
+from scoresde.report.load import FID_COLUMNS, sde_key
 
 
 def write_text(path: Path, text: str) -> None:
@@ -20,22 +21,28 @@ def write_text(path: Path, text: str) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def write_csvs(fid, nll, out_dir: Path) -> tuple[Path, Path]:
+def write_csvs(fid, nll, out_dir: Path, confidence: float = 0.95) -> tuple[Path, Path]:
+    """metrics.csv (one row per case) and likelihood.csv (one row per SDE and bound)."""
     paths = out_dir / "metrics.csv", out_dir / "likelihood.csv"
-    for df, cols, path in ((fid, FID_COLUMNS, paths[0]), (nll, NLL_COLUMNS, paths[1])):
+    bounds = bound_rows(nll, confidence)
+    for df, cols, path in ((fid, FID_COLUMNS, paths[0]), (bounds, LIKELIHOOD_COLUMNS, paths[1])):
         with atomic_write(path) as tmp:
             df[cols].to_csv(tmp, index=False)
     return paths
 
 
 def flat_metrics(fid: pd.DataFrame, nll: pd.DataFrame) -> dict[str, float | None]:
-    """``{dataset}/{sde}/{case}/fid`` and ``/kid`` per case, ``{dataset}/{sde}/bpd`` per SDE."""
+    """``{dataset}/{sde}/{case}/fid`` and ``/kid`` per case, ``{dataset}/{sde}/bpd`` per SDE (the
+    paper's uniform bound) and ``{dataset}/{sde}/bpd_{method}`` per further bound on log P(k)."""
     out: dict[str, float | None] = {}
     for r in fid.to_dict("records"):
         for key in ("fid", "kid"):
             out[f"{r['dataset']}/{r['sde']}/{r['case']}/{key}"] = _number(r[key])
     for r in nll.to_dict("records"):
         out[f"{r['dataset']}/{r['sde']}/bpd"] = _number(r["bpd"])
+        for b in r.get("bounds") if isinstance(r.get("bounds"), list) else []:
+            if b.get("method") != "uniform":  # uniform is ``bpd``
+                out[f"{r['dataset']}/{r['sde']}/bpd_{b['method']}"] = _number(b.get("bpd"))
     return out
 
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from scoresde.report import nfe
+from scoresde.report.bounds import bound_rows, bounds_table, tightest_text
 from scoresde.report.load import ReportData
 from scoresde.report.paper import PAPER_TAG, paper_reference_table
 from scoresde.report.tables import (
     fid_column,
     kv_table,
-    likelihood_table,
     orderings_table,
     sweep_table,
 )
@@ -109,12 +109,24 @@ def goal_section(data: ReportData, built: Built) -> Section | None:
 
 
 def likelihood_section(data: ReportData, built: Built) -> Section:
+    """Every bound on the test set's log P(k) per SDE (:mod:`scoresde.report.bounds`)."""
     note = (
         "Test-set negative log-likelihood in bits/dim (lower is better) from the probability-flow "
-        f"ODE, ± one standard error over the test images, and the {data.confidence:.0%} normal "
-        "interval; NFE: score-network evaluations per batch of the ODE solve. The 'paper' column "
-        "is the paper's CIFAR-10 value for the same SDE (Table 2).")  # fmt: skip
-    return Section("Likelihood", [("text", note), ("table", likelihood_table(data.nll, data.confidence))])
+        "ODE: each row is an upper bound on -log2 P(k) / D, so the lowest is the tightest. "
+        "uniform: the paper's uniform dequantisation; importance-weighted: the log of the mean "
+        "importance weight of the same uniform draws (tighter as draws grow); truncated normal: "
+        "i-DODE's training-free dequantisation, a bound on the discrete model of x(t0) / a(t0), "
+        f"t0 in the JSON. ± one standard error over the test images, the {data.confidence:.0%} "
+        "normal interval, and the difference to uniform paired over the same images; NFE: "
+        "score-network evaluations per batch of the ODE solve (importance shares uniform's draws, "
+        "solve and seconds). With a Hutchinson divergence the importance weights carry the probe "
+        "noise, which biases that row low (exp of a noisy log-density overestimates the density): "
+        "it is a guaranteed bound only with the exact divergence or many probes (docs/likelihood.md). "
+        "The 'paper' column is the paper's CIFAR-10 uniform value for the same SDE (Table 2).")  # fmt: skip
+    rows = bound_rows(data.nll, data.confidence)
+    blocks = [("text", note), ("table", bounds_table(rows, data.confidence))]
+    tightest = tightest_text(rows, data.confidence)
+    return Section("Likelihood", blocks + ([("text", tightest)] if tightest else []))
 
 
 def paper_section(data: ReportData, built: Built) -> Section:
