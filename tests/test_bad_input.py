@@ -263,6 +263,19 @@ def test_conditional_sample_refuses_before_sampling(work, tmp_path, capsys, call
     assert_refused(run(*args), capsys, words + ([data] if data else []), out, calls)
 
 
+def test_undefined_per_class_fid_is_null_with_a_warning(work, tmp_path, capsys):
+    """2 samples per class: each class's FID is undefined, written as null (strict JSON)."""
+    out = tmp_path / "out"
+    assert run(*_conditional_args(work, out)) == 0
+    assert "warning: per-class FID needs 4 images per class" in capsys.readouterr().err
+
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    rows = json.loads((out / "conditional.json").read_text(), parse_constant=refuse)["rows"]
+    assert [r["fid"] for r in rows[:-1]] == [None] * 10 and rows[-1]["fid"] > 0
+
+
 # --------------------------------------------------------------------------- inpaint / colorize
 
 

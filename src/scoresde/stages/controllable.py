@@ -251,7 +251,7 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
     model, sde, meta = load_score_model(checkpoint, device, expect_sde)
     net, ccfg = load_classifier(classifier, meta, device)
     split = load_split(data_path)
-    check_class_data(split, data_path, meta, ccfg["model"]["num_classes"])
+    check_class_data(split, data_path, meta, ccfg["model"]["num_classes"], cc["n_per_class"])
     fnet, fcfg = load_feature_extractor(extractor)
     shape = tuple(meta["image_shape"])
     base = get_score_fn(sde, model)

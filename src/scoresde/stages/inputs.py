@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
 from scoresde.stages.common import StageError, log, save_tensors, write_json
 
 
@@ -45,8 +47,10 @@ def check_test_split(train: dict, test: dict | None, train_path: str, test_path:
                          f"training split {train_path} only classes 0..{n_classes - 1}; {fix}")
 
 
-def check_class_data(split: dict, path: str, meta: dict, num_classes: int) -> None:
-    """Every class of the classifier has training images (the per-class FID reference)."""
+def check_class_data(split: dict, path: str, meta: dict, num_classes: int,
+                     n_per_class: int | None = None) -> None:
+    """Every class of the classifier has training images (the per-class FID reference); a
+    warning when a per-class FID will be undefined (fewer than 4 images, written as null)."""
     check_data_fits(split, path, meta, "--data")
     if split["labels"] is None:
         raise StageError(f"--data {path} has no labels; per-class FID needs the labelled "
@@ -58,6 +62,12 @@ def check_class_data(split: dict, path: str, meta: dict, num_classes: int) -> No
                          f"{', '.join(map(str, lacking))} of the classifier's {num_classes} "
                          "classes, so their FID is undefined; pass the training split the "
                          "classifier was trained on")
+    counts = torch.bincount(split["labels"], minlength=num_classes)
+    few = [k for k in range(num_classes) if int(counts[k]) < 4]
+    if few or (n_per_class is not None and n_per_class < 4):
+        log(f"warning: per-class FID needs 4 images per class (controllable.conditional."
+            f"n_per_class={n_per_class}; reference images of class(es) "
+            f"{', '.join(map(str, few)) or 'all >= 4'}); undefined values are written as null")
 
 
 def check_completion_args(masks: Sequence[str] | None, methods: Sequence[str], outs: Sequence[str],
