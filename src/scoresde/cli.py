@@ -179,6 +179,14 @@ def cmd_import_official(args) -> None:
 
     if (args.preset is None) == (args.model_config is None):
         raise ValueError("give --preset NAME, or --model-config FILE with --sde (not both)")
+    if args.model_config is not None and args.image_size is None:
+        raise ValueError("--model-config needs --image-size N, the image size the checkpoint "
+                         "was trained at (the official config.data.image_size, e.g. 32)")
+    if args.preset is not None and args.image_size not in (
+            None, official.preset(args.preset)["image_size"]):
+        raise ValueError(f"--image-size {args.image_size}: preset {args.preset} fixes the image "
+                         f"size at {official.preset(args.preset)['image_size']}; drop "
+                         "--image-size, or use --model-config")
     config = None
     if args.model_config is not None:
         try:
@@ -310,10 +318,11 @@ def _add_stage_parsers(sub) -> None:
           required=False)
     _sde_arg(p, required=False)
     p.add_argument("--dataset", default="cifar10", help="dataset name (with --model-config)")
-    p.add_argument("--image-size", type=int, default=32, help="with --model-config")
+    p.add_argument("--image-size", type=int, help="with --model-config (required): the "
+                   "official config.data.image_size, e.g. 32")
     p.add_argument("--num-channels", type=int, default=3, help="with --model-config")
-    p.add_argument("--levels", type=int, default=256, help="grey levels of the data (with "
-                   "--model-config; 256 for 8-bit images)")
+    p.add_argument("--levels", type=int, default=256, help="grey levels of the data (>= 2; "
+                   "256 for 8-bit images)")
     p.add_argument("--centered", choices=["true", "false"],
                    help="official config.data.centered (default: false for VE, true otherwise)")
     p.set_defaults(func=cmd_import_official)

@@ -88,6 +88,39 @@ def preset(name: str) -> dict:
     return {**PRESETS[name], "model": dict(PRESETS[name]["model"])}
 
 
+# --------------------------------------------------------------------------- arguments
+
+def _positive_int(name: str, value, minimum: int = 1, example: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}{example}")
+    return value
+
+
+def check_arguments(config, image_size, num_channels, levels: int | None = None) -> dict:
+    """The network and data arguments of :func:`load_official` / :func:`import_official`,
+    checked before the checkpoint is read; returns ``config`` (a preset name resolved)."""
+    if isinstance(config, str):
+        config = preset(config)["model"]
+    if not isinstance(config, dict):
+        raise ValueError(f"config={config!r} must be the official config.model as a dict, or a "
+                         f"preset name ({', '.join(PRESETS)})")
+    size = _positive_int("image_size", image_size, 1, " (the official config.data.image_size, "
+                         "e.g. 32 for CIFAR-10)")
+    steps = 2 ** (len(config.get("ch_mult", _CIFAR10["ch_mult"])) - 1)
+    if size % steps:
+        raise ValueError(f"image_size={size} must be a multiple of {steps}: the network halves "
+                         f"the resolution {steps.bit_length() - 1} times (config.model.ch_mult)")
+    _positive_int("num_channels", num_channels, 1, " (3 for RGB)")
+    if levels is not None:
+        _positive_int("levels", levels, 2, " (the data's grey levels, 256 for 8-bit images)")
+    return config
+
+
+def _fit_hint(image_size: int, num_channels: int) -> str:
+    return (f"use the preset / config.model, image size (image_size={image_size}) and channels "
+            f"(num_channels={num_channels}) the checkpoint was trained with")
+
+
 # --------------------------------------------------------------------------- network
 
 def network_config(config: dict, sde: str, image_size: int, num_channels: int = 3,
@@ -199,7 +232,9 @@ def _shape(t) -> tuple:
     return tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
-def official_weights(blob: dict, net: torch.nn.Module, where: str = "checkpoint") -> tuple:
+def official_weights(blob: dict, net: torch.nn.Module, where: str = "checkpoint",
+                     fix: str = "use the preset / config.model the checkpoint was trained with"
+                     ) -> tuple:
     """(training weights, EMA weights) as state dicts of ``net`` from an official checkpoint.
 
     The ``module.`` prefix of DataParallel is removed; every key must fit ``net`` by name and
@@ -212,7 +247,6 @@ def official_weights(blob: dict, net: torch.nn.Module, where: str = "checkpoint"
                                       "score_sde_pytorch checkpoint_*.pth")
     raw = {k.removeprefix("module."): v for k, v in blob["model"].items()}
     ours = net.state_dict()
-    fix = "use the preset / config.model the checkpoint was trained with"
     for key, value in raw.items():
         if key not in ours:
             raise OfficialCheckpointError(f"{where}: key {key!r} (shape {_shape(value)}) has no "
@@ -252,12 +286,12 @@ def load_official(path: str | os.PathLike, config: dict | str, sde: str, image_s
     ``config`` is the official ``config.model`` as a dict (or a preset name); ``sde`` is
     ``ve``, ``vp`` or ``subvp``. ``score_fn(x, t)`` is the official continuous-time score.
     """
-    if isinstance(config, str):
-        config = preset(config)["model"]
-    blob = read_official(path)
+    config = check_arguments(config, image_size, num_channels)
     net_cfg = network_config(config, sde, image_size, num_channels, centered)
+    blob = read_official(path)
     net = ScoreNCSNpp(**{k: v for k, v in net_cfg.items() if k != "arch"})
-    _, ema = official_weights(blob, net, f"official checkpoint {path}")
+    _, ema = official_weights(blob, net, f"official checkpoint {path}",
+                              _fit_hint(image_size, num_channels))
     net.load_state_dict(ema)
     net.requires_grad_(False).to(device).eval()
     return official_score_fn(net, official_sde(config, sde)), official_sde(config, sde)
@@ -290,10 +324,12 @@ def import_official(path: str | os.PathLike, out: str | os.PathLike, preset_name
         image_size, num_channels, centered = p["image_size"], p["num_channels"], p["centered"]
     if config is None or sde is None:
         raise ValueError("give a preset, or both the official config.model and the SDE")
-    blob = read_official(path)
+    config = check_arguments(config, image_size, num_channels, levels)
     net_cfg = network_config(config, sde, image_size, num_channels, centered)
+    blob = read_official(path)
     net = ScoreNCSNpp(**{k: v for k, v in net_cfg.items() if k != "arch"})
-    raw, ema = official_weights(blob, net, f"official checkpoint {path}")
+    raw, ema = official_weights(blob, net, f"official checkpoint {path}",
+                                _fit_hint(image_size, num_channels))
     the_sde = official_sde(config, sde)
     sde_cfg = ({"sigma_min": the_sde.sigma_min, "sigma_max": the_sde.sigma_max} if sde == "ve"
                else {"beta_min": the_sde.beta_min, "beta_max": the_sde.beta_max})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -31,9 +32,23 @@ def log(message: str) -> None:
     print(f"[scoresde {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def strict_json(obj):
+    """``obj`` with every non-finite float (NaN, +-Inf) replaced by None: JSON has no NaN, and
+    a metric that is undefined (e.g. FID of fewer than 4 images) is written as ``null``."""
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: dict) -> None:
+    """Strict JSON (non-finite numbers as null, see :func:`strict_json`), written atomically."""
+    text = json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False)
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+        tmp.write_text(text + "\n")
 
 
 def read_json(path: str | os.PathLike, what: str, fix: str) -> dict:
@@ -84,7 +99,33 @@ def load_split(path: str | os.PathLike) -> dict:
     if x.ndim != 4 or x.dtype != torch.uint8 or len(x) == 0:
         raise DataError(f"processed data file {path} holds no uint8 images (N, C, H, W); "
                         f"{PREPARE_FIX}")
+    check_split(obj, path)
     return obj
+
+
+def check_split(obj: dict, path: str | os.PathLike) -> None:
+    """A processed split is self-consistent: ``levels`` an integer >= 2, every pixel a level
+    0..levels-1, labels (if any) one integer >= 0 per image. DataError naming the file."""
+    x, levels, labels = obj["x"], obj["levels"], obj["labels"]
+    if isinstance(levels, torch.Tensor) and levels.numel() == 1:
+        levels = levels.item()
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise DataError(f"processed data file {path} has levels={levels!r}; expected an integer "
+                        f">= 2 (256 for 8-bit images); {PREPARE_FIX}")
+    top = int(x.max())
+    if top > levels - 1:
+        raise DataError(f"processed data file {path} holds pixel value {top} > levels - 1 = "
+                        f"{levels - 1} (levels={levels}): not levels 0..{levels - 1} of its "
+                        f"dataset; {PREPARE_FIX}")
+    if labels is None:
+        return
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or len(labels) != len(x):
+        shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise DataError(f"processed data file {path} has labels of shape {shape} for {len(x)} "
+                        f"images; expected one label per image; {PREPARE_FIX}")
+    if labels.is_floating_point() or labels.is_complex() or (len(labels) and labels.min() < 0):
+        raise DataError(f"processed data file {path} has labels that are not integers >= 0 "
+                        f"(dtype {labels.dtype}, min {labels.min().item()}); {PREPARE_FIX}")
 
 
 def load_reference(path: str | os.PathLike) -> torch.Tensor:

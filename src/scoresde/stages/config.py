@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -82,10 +83,60 @@ def explain(error) -> str:
     message = error.message
     if error.validator == "type" and isinstance(error.instance, str):
         if re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", error.instance.strip()):
-            message += " (YAML reads numbers like 1e-5 as text; write 1.0e-5)"
+            text = error.instance.strip()
+            message += (f" (YAML reads numbers like {text} as text; write {yaml_float(text)}: "
+                        "a point in the mantissa and a signed exponent)")
         elif re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)", error.instance.strip()):
             message += " (a number given as text; drop the quotes)"
     return f"{where}: {message}"
+
+
+def yaml_float(text: str) -> str:
+    """The YAML 1.1 spelling of a number in exponent form: ``1e-5`` -> ``1.0e-5``,
+    ``1e30`` -> ``1.0e+30`` (PyYAML reads a float only with a point and a signed exponent)."""
+    mantissa, exponent = re.split("[eE]", text.strip())
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent[0] not in "+-":
+        exponent = "+" + exponent
+    return f"{mantissa}e{exponent}"
+
+
+def _check_finite(node, path: tuple = ()) -> None:
+    """Every number in the parameters is finite: NaN and +-Inf (YAML ``.nan``, ``.inf``; JSON
+    ``NaN``, ``Infinity``) pass JSON Schema's ``minimum`` / ``maximum``, so they are refused
+    here, for every key at once."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, (*path, key))
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            _check_finite(value, (*path, i))
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{_key(path)}: {node} is not a finite number; give a finite value "
+                          "(see the key's range in workflow/schemas/params.schema.yaml)")
+
+
+def _check_samplers(cfg: dict) -> None:
+    """Sampler names and extra cases through the sweep's own parser (``stages.cases``), so a
+    name the samplers do not know fails here, naming the key, rather than when the sweep is
+    built."""
+    from scoresde.stages import cases
+
+    named = [("select.sampler", cfg["select"]["sampler"])]
+    named += [(f"sample.samplers[{i}]", s) for i, s in enumerate(cfg["sample"]["samplers"])]
+    for key, sampler in named:
+        try:
+            cases.check_sampler(sampler)
+        except ValueError as err:
+            raise ConfigError(f"{key}: {err}") from None
+    for i, case in enumerate(cfg["sample"]["extra_cases"]):
+        sampler, _, steps = str(case).rpartition("_")
+        try:
+            cases.check_sampler(sampler)
+            cases.parse_steps(sampler, steps)
+        except ValueError as err:
+            raise ConfigError(f"sample.extra_cases[{i}]: {case!r}: {err}") from None
 
 
 def _semantic_checks(cfg: dict) -> None:
@@ -115,10 +166,18 @@ def validate(params: dict | None, source: str = "params") -> dict:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: the parameters must be a mapping of groups "
                           f"({', '.join(GROUPS)}), got {type(cfg).__name__}")
+    try:
+        _check_finite(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
     validator = _validator(load_schema())
     error = best_match(validator.iter_errors(cfg))
     if error is not None:
         raise ConfigError(f"{source}: {explain(error)}")
+    try:
+        _check_samplers(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
     _semantic_checks(cfg)
     return cfg
 

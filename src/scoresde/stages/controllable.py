@@ -39,6 +39,13 @@ from scoresde.stages.common import (
     timer,
     write_json,
 )
+from scoresde.stages.inputs import (
+    check_class_data,
+    check_completion_args,
+    check_data_fits,
+    check_test_split,
+    write_all,
+)
 from scoresde.utils import seeded_generator
 
 MASKS = ("centre", "left", "random")
@@ -154,6 +161,8 @@ def train_classifier(params: dict, data_path: str, test_path: str | None, sde_na
     if split["labels"] is None:
         raise StageError(f"{data_path} has no labels; class-conditional sampling needs a labelled "
                          "dataset (set controllable.enabled: false)")
+    test = load_split(test_path) if test_path else None
+    check_test_split(split, test, data_path, test_path)
     config = classifier_config(params, sde_name, split)
     sde = make_sde(sde_name, **{k: v for k, v in config["sde"].items() if k != "name"})
     net = build_noise_conditional_classifier(config).to(device)
@@ -171,8 +180,7 @@ def train_classifier(params: dict, data_path: str, test_path: str | None, sde_na
             if step % max(1, cl["n_iters"] // 5) == 0:
                 log(f"{sde_name} classifier step {step}: cross-entropy {loss.item():.3f}")
     net.eval()
-    if test_path:
-        test = load_split(test_path)
+    if test is not None:
         config["test_accuracy"] = accuracy_by_time(net, sde, test, config)
     config["seconds"] = round(t[0], 3)
     save_checkpoint(out, {k_: v.cpu() for k_, v in net.state_dict().items()}, config)
@@ -231,6 +239,7 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
     model, sde, meta = load_score_model(checkpoint, device, expect_sde)
     net, ccfg = load_classifier(classifier, meta, device)
     split = load_split(data_path)
+    check_class_data(split, data_path, meta, ccfg["model"]["num_classes"], cc["n_per_class"])
     fnet, fcfg = load_feature_extractor(extractor)
     shape = tuple(meta["image_shape"])
     base = get_score_fn(sde, model)
@@ -296,9 +305,7 @@ def _completion_setup(params: dict, checkpoint: str, test_path: str, reference_p
     device = pick_device(device_name)
     model, sde, meta = load_score_model(checkpoint, device, expect_sde)
     test = load_split(test_path)
-    if list(test["x"].shape[1:]) != list(meta["image_shape"]):
-        raise StageError(f"test split {test_path} holds {tuple(test['x'].shape[1:])} images but the "
-                         f"score model was trained on {tuple(meta['image_shape'])}; same dataset?")
+    check_data_fits(test, test_path, meta, "--data")
     n = min(ip["n_images"], len(test["x"]))
     levels = Levels(int(test["levels"]), bool(meta["centered"]), bool(meta["dequantize"]))
     return {"ip": ip, "device": device, "sde": sde, "meta": meta, "n": n,
@@ -338,26 +345,26 @@ def inpaint(params: dict, checkpoint: str, test_path: str, extractor: str, refer
     of ``[(mask, method) for mask in masks for method in methods]``."""
     from scoresde.controllable import inpaint as complete
 
+    check_completion_args(masks, methods, outs, inputs_out, metrics_out,
+                          (checkpoint, test_path, extractor, reference_path), extractor,
+                          "(mask, method)")
     cases = [(m, meth) for m in masks for meth in methods]
-    if len(outs) != len(cases):
-        raise StageError(f"give one --out per (mask, method): {len(cases)} expected, got {len(outs)}")
     job = _completion_setup(params, checkpoint, test_path, reference_path, device_name, threads,
                             expect_sde)
     y, truth, sde = job["y"], job["truth"], job["sde"]
-    rows, shown = [], {"truth": truth}
+    rows, shown, done = [], {"truth": truth}, []
     for (mask_name, method), path in zip(cases, outs, strict=True):
         mask = make_mask(mask_name, tuple(y.shape), job["ip"]["seed"]).to(job["device"])
         images, nfe, seconds = _complete(job, method, partial(
             complete, job["score"], sde, y, mask, job["ip"]["steps"]))
         missing = (mask == 0).cpu()
-        save_tensors(path, {"images": images, "mask": mask.cpu()})
+        done.append((path, {"images": images, "mask": mask.cpu()}))
         shown[f"masked_{mask_name}"] = torch.where(missing, torch.zeros_like(truth), truth)
         rows.append(_row(job, "inpaint", f"{mask_name} / {method}", mask_name, method, images,
                          missing, nfe, seconds, extractor))
         log(f"{sde.name} inpaint {mask_name}/{method}: PSNR {rows[-1]['psnr']:.2f} dB, SSIM "
-            f"{rows[-1]['ssim']:.3f}, nfe {nfe}, {seconds:.1f}s -> {path}")
-    save_tensors(inputs_out, shown)
-    write_json(metrics_out, {"rows": rows, "config": provenance(
+            f"{rows[-1]['ssim']:.3f}, nfe {nfe}, {seconds:.1f}s")
+    write_all(done + [(inputs_out, shown)], metrics_out, {"rows": rows, "config": provenance(
         "inpaint", params, checkpoint=str(checkpoint), test=str(test_path))})
     return rows
 
@@ -371,8 +378,8 @@ def colorize(params: dict, checkpoint: str, test_path: str, extractor: str, refe
     space, exactly what every completion keeps."""
     from scoresde.controllable import colorize as colour
 
-    if len(outs) != len(methods):
-        raise StageError(f"give one --out per method: {len(methods)} expected, got {len(outs)}")
+    check_completion_args(None, methods, outs, inputs_out, metrics_out,
+                          (checkpoint, test_path, extractor, reference_path), extractor, "method")
     job = _completion_setup(params, checkpoint, test_path, reference_path, device_name, threads,
                             expect_sde)
     y, truth, sde = job["y"], job["truth"], job["sde"]
@@ -380,17 +387,17 @@ def colorize(params: dict, checkpoint: str, test_path: str, extractor: str, refe
         raise StageError(f"colorize needs RGB images; {test_path} holds {y.shape[1]}-channel "
                          "images (colorization runs for cifar10 and image_folder datasets)")
     gray = y.mean(dim=1, keepdim=True)
-    rows = []
+    rows, done = [], []
     for method, path in zip(methods, outs, strict=True):
         images, nfe, seconds = _complete(job, method, partial(
             colour, job["score"], sde, gray, job["ip"]["steps"]))
-        save_tensors(path, {"images": images})
+        done.append((path, {"images": images}))
         rows.append(_row(job, "colorize", f"colour / {method}", "colour", method, images, None,
                          nfe, seconds, extractor))
         log(f"{sde.name} colorize {method}: PSNR {rows[-1]['psnr']:.2f} dB, SSIM "
-            f"{rows[-1]['ssim']:.3f}, nfe {nfe}, {seconds:.1f}s -> {path}")
+            f"{rows[-1]['ssim']:.3f}, nfe {nfe}, {seconds:.1f}s")
     grey_images = truth.float().mean(dim=1, keepdim=True).round().to(torch.uint8).expand_as(truth)
-    save_tensors(inputs_out, {"truth": truth, "grey": grey_images.contiguous()})
-    write_json(metrics_out, {"rows": rows, "config": provenance(
-        "colorize", params, checkpoint=str(checkpoint), test=str(test_path))})
+    write_all(done + [(inputs_out, {"truth": truth, "grey": grey_images.contiguous()})],
+               metrics_out, {"rows": rows, "config": provenance(
+                   "colorize", params, checkpoint=str(checkpoint), test=str(test_path))})
     return rows

@@ -1,0 +1,425 @@
+"""Bad input on the config, data and stage surfaces: refused before any work with one line that
+names the argument or key and the value, no score evaluated and no output left behind."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from stage_runs import prepare_and_train, run
+from test_cli import _error
+from test_official import save_official, tiny
+
+from scoresde import official
+from scoresde.data import DataError
+from scoresde.stages import config as cfg
+from scoresde.stages.common import load_split, write_json
+
+TINY = """
+data: {n_train: 200, n_test: 20, n_reference: 32}
+model: {channels: 8, channel_mult: [1, 2]}
+sde: {names: [vp]}
+train: {n_iters: 2, snapshot_every: 2, batch_size: 8, log_every: 1, warmup: 1}
+eval: {features: {epochs: 1}}
+controllable:
+  classifier: {n_iters: 2, batch_size: 8, channels: 8}
+  conditional: {n_per_class: 2, steps: 2}
+  inpaint: {n_images: 2, steps: 2, masks: [centre], methods: [replace], smc: {particles: 2}}
+"""
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Processed digits, the FID extractor, a 2-step VP score model and a 2-step classifier."""
+    d = tmp_path_factory.mktemp("bad_input")
+    (d / "params.yaml").write_text(TINY)
+    prepare_and_train(d / "params.yaml", d / "data", d / "ck", "vp")
+    assert run("train-classifier", "--params", d / "params.yaml", "--data", d / "data/train.pt",
+               "--sde", "vp", "--out", d / "ck/classifier.pt", "--device", "cpu") == 0
+    return d
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts score evaluations (every stage builds its score through losses.get_score_fn) and
+    classifier training steps."""
+    import scoresde.losses
+    import scoresde.models.classifier
+
+    counted = {"score": 0, "classifier_step": 0}
+    make_score, loss = scoresde.losses.get_score_fn, scoresde.models.classifier.classifier_loss
+
+    def get_score_fn(*args, **kwargs):
+        score_fn = make_score(*args, **kwargs)
+
+        def counting(x, t):
+            counted["score"] += 1
+            return score_fn(x, t)
+        return counting
+
+    def classifier_loss(*args, **kwargs):
+        counted["classifier_step"] += 1
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(scoresde.losses, "get_score_fn", get_score_fn)
+    monkeypatch.setattr(scoresde.models.classifier, "classifier_loss", classifier_loss)
+    return counted
+
+
+def bad_split(work, tmp_path, split: str, change) -> str:
+    """A copy of a processed split with ``change(obj)`` applied."""
+    obj = torch.load(work / f"data/{split}.pt", weights_only=True)
+    change(obj)
+    path = tmp_path / f"bad_{split}.pt"
+    torch.save(obj, path)
+    return str(path)
+
+
+def assert_refused(code, capsys, words, out_dir, calls=None):
+    """Exit 2 with one ``error:`` line holding every word; no output; nothing evaluated."""
+    assert code == 2
+    message = _error(capsys)
+    for w in words:
+        assert str(w) in message, (w, message)
+    assert not out_dir.exists() or not list(out_dir.iterdir())
+    if calls is not None:
+        assert calls == {"score": 0, "classifier_step": 0}
+
+
+def _set(obj, key, value):
+    obj[key] = value
+
+
+# --------------------------------------------------------------------------- config (library)
+
+CONFIG_CASES = [
+    ({"controllable": {"conditional": {"scale": math.nan}}}, ["controllable.conditional.scale", "nan"]),
+    ({"controllable": {"conditional": {"scale": math.inf}}}, ["controllable.conditional.scale", "inf"]),
+    ({"sample": {"snr": {"ve": -math.inf}}}, ["sample.snr.ve", "-inf"]),
+    ({"train": {"lr": math.nan}}, ["train.lr", "nan"]),
+    ({"sample": {"steps": [10, math.inf]}}, ["sample.steps.1", "inf"]),
+    ({"eval": {"likelihood": {"rtol": math.nan}}}, ["eval.likelihood.rtol", "nan"]),
+    ({"sample": {"extra_cases": ["ode-dpmpp2m_10"]}}, ["sample.extra_cases[0]", "ode-dpmpp2m_10",
+                                                       "unknown sampler"]),
+    ({"sample": {"extra_cases": ["pc_200", "ode-rk45_10"]}}, ["sample.extra_cases[1]",
+                                                             "ode-rk45_10", "adaptive"]),
+    ({"sample": {"extra_cases": ["pc_adaptive"]}}, ["sample.extra_cases[0]", "pc_adaptive"]),
+    ({"train": {"lr": "1e30"}}, ["train.lr", "1e30", "write 1.0e+30"]),
+    ({"train": {"lr": "2e-4"}}, ["train.lr", "2e-4", "write 2.0e-4"]),
+    ({"train": {"lr": "1.5E3"}}, ["train.lr", "1.5E3", "write 1.5e+3"]),
+    ({"select": {"sampler": "dpmpp"}}, ["select.sampler", "dpmpp"]),
+    ({"sample": {"samplers": ["pc", "ode-rk4"]}}, ["sample.samplers", "ode-rk4"]),
+]
+
+
+@pytest.mark.parametrize("params, words", CONFIG_CASES)
+def test_config_names_the_key_and_value(params, words):
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.validate(params)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_nan_in_params_json_is_refused():
+    with pytest.raises(cfg.ConfigError, match=r"sample\.snr\.vp: nan is not a finite number"):
+        cfg.resolve(params_json='{"sample": {"snr": {"vp": NaN}}}')
+    assert cfg.yaml_float("1e30") == "1.0e+30" and yaml.safe_load(cfg.yaml_float("1e30")) == 1e30
+
+
+# --------------------------------------------------------------------------- validate-config (CLI)
+
+VALIDATE_CASES = [
+    ("sample: {extra_cases: [ode-dpmpp2m_10]}", [], ["sample.extra_cases[0]", "ode-dpmpp2m_10"]),
+    ("sample: {extra_cases: [ode-rk45_10]}", [], ["sample.extra_cases[0]", "ode-rk45_10"]),
+    ("select: {sampler: ode-rk4}", [], ["select.sampler", "ode-rk4"]),
+    ("controllable: {conditional: {scale: .nan}}", [], ["controllable.conditional.scale", "nan"]),
+    ("sample: {snr: {ve: .inf}}", [], ["sample.snr.ve", "inf"]),
+    ("train: {lr: 1e30}", [], ["train.lr", "write 1.0e+30"]),
+    ("{}", ["--set", "controllable.inpaint.n_images=-.inf"], ["controllable.inpaint.n_images",
+                                                              "-inf"]),
+]
+
+
+@pytest.mark.parametrize("text, extra, words", VALIDATE_CASES)
+def test_validate_config_refuses(tmp_path, capsys, text, extra, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + "\n")
+    assert_refused(run("validate-config", path, *extra), capsys, words, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+# --------------------------------------------------------------------------- processed data
+
+
+def _bad_labels(obj):
+    obj["labels"] = obj["labels"][:-1]
+
+
+DATA_CASES = [
+    ("pixel above levels - 1", lambda o: o["x"].view(-1).__setitem__(0, 17), ["pixel value 17",
+                                                                               "levels=17"]),
+    ("8-bit pixels", lambda o: o["x"].view(-1).__setitem__(3, 255), ["pixel value 255"]),
+    ("levels 0", lambda o: _set(o, "levels", 0), ["levels=0"]),
+    ("levels 1", lambda o: _set(o, "levels", 1), ["levels=1"]),
+    ("levels text", lambda o: _set(o, "levels", "17"), ["levels='17'"]),
+    ("labels too short", _bad_labels, ["(19,)", "20 images"]),
+    ("labels 2-D", lambda o: _set(o, "labels", o["labels"][:, None]), ["(20, 1)"]),
+    ("negative label", lambda o: o["labels"].__setitem__(0, -1), ["min -1"]),
+    ("float labels", lambda o: _set(o, "labels", o["labels"].float()), ["torch.float32"]),
+]
+
+
+@pytest.mark.parametrize("name, change, words", DATA_CASES, ids=[c[0] for c in DATA_CASES])
+def test_processed_data_is_checked_when_loaded(work, tmp_path, name, change, words):
+    path = bad_split(work, tmp_path, "test", change)
+    with pytest.raises(DataError) as err:
+        load_split(path)
+    for w in [path, "rerun prepare-data", *words]:
+        assert w in str(err.value), (w, str(err.value))
+
+
+# --------------------------------------------------------------------------- train-classifier
+
+
+def _classifier_args(work, out, data=None, test=None):
+    return ["train-classifier", "--params", work / "params.yaml", "--data",
+            data or work / "data/train.pt", "--test", test or work / "data/test.pt", "--sde", "vp",
+            "--out", out / "classifier.pt", "--device", "cpu"]
+
+
+CLASSIFIER_CASES = [
+    ("3-channel test", "test", lambda o: _set(o, "x", o["x"].expand(-1, 3, -1, -1).contiguous()),
+     ["--test", "(3, 8, 8)", "(1, 8, 8)"]),
+    ("4x4 test", "test", lambda o: _set(o, "x", o["x"][..., :4, :4].contiguous()),
+     ["--test", "(1, 4, 4)"]),
+    ("test labels too short", "test", _bad_labels, ["labels of shape (19,)", "20 images"]),
+    ("train labels too short", "train", _bad_labels, ["labels of shape (199,)", "200 images"]),
+    ("unlabelled test", "test", lambda o: _set(o, "labels", None), ["--test", "no labels"]),
+    ("test of other levels", "test", lambda o: _set(o, "levels", 256), ["--test", "levels 256"]),
+    ("test of another dataset", "test", lambda o: _set(o, "name", "mnist"), ["'mnist'",
+                                                                               "'digits'"]),
+    ("test class unknown to training", "test", lambda o: o["labels"].__setitem__(0, 12),
+     ["class 12", "0..9"]),
+    ("train pixel above levels", "train", lambda o: o["x"].view(-1).__setitem__(0, 200),
+     ["pixel value 200"]),
+]
+
+
+@pytest.mark.parametrize("name, split, change, words", CLASSIFIER_CASES,
+                         ids=[c[0] for c in CLASSIFIER_CASES])
+def test_train_classifier_refuses_before_training(work, tmp_path, capsys, calls, name, split,
+                                                  change, words):
+    path = bad_split(work, tmp_path, split, change)
+    out = tmp_path / "out"
+    code = run(*_classifier_args(work, out, **{"data" if split == "train" else "test": path}))
+    assert_refused(code, capsys, [*words, path], out, calls)
+
+
+# --------------------------------------------------------------------------- conditional-sample
+
+
+def _conditional_args(work, out, data=None, extractor=None, *extra):
+    return ["conditional-sample", "--params", work / "params.yaml", "--checkpoint",
+            work / "ck/vp/step_2.pt", "--classifier", work / "ck/classifier.pt", "--data",
+            data or work / "data/train.pt", "--extractor", extractor or work / "ck/fid_features.pt",
+            "--out", out / "conditional.pt", "--metrics", out / "conditional.json", "--sde", "vp",
+            "--device", "cpu", *extra]
+
+
+def _keep_classes(obj, n=5):
+    keep = obj["labels"] < n
+    obj["x"], obj["labels"] = obj["x"][keep], obj["labels"][keep]
+
+
+CONDITIONAL_CASES = [
+    ("data lacking classes", _keep_classes, [], ["class(es) 5, 6, 7, 8, 9", "10 classes"]),
+    ("unlabelled data", lambda o: _set(o, "labels", None), [], ["--data", "no labels"]),
+    ("data of another shape", lambda o: _set(o, "x", o["x"][..., :4, :4].contiguous()), [],
+     ["--data", "[1, 4, 4]", "[1, 8, 8]"]),
+    ("data of other levels", lambda o: _set(o, "levels", 256), [], ["levels 256", "17"]),
+    ("data pixel above levels", lambda o: o["x"].view(-1).__setitem__(0, 99), [],
+     ["pixel value 99"]),
+    ("NaN guidance scale", None, ["--set", "controllable.conditional.scale=.nan"],
+     ["controllable.conditional.scale", "nan"]),
+    ("infinite guidance scale", None, ["--set", "controllable.conditional.scale=.inf"],
+     ["controllable.conditional.scale", "inf"]),
+    ("missing extractor", None, ["extractor"], ["nowhere.pt"]),
+]
+
+
+@pytest.mark.parametrize("name, change, extra, words", CONDITIONAL_CASES,
+                         ids=[c[0] for c in CONDITIONAL_CASES])
+def test_conditional_sample_refuses_before_sampling(work, tmp_path, capsys, calls, name, change,
+                                                    extra, words):
+    out = tmp_path / "out"
+    data = bad_split(work, tmp_path, "train", change) if change else None
+    if extra == ["extractor"]:
+        args = _conditional_args(work, out, data, tmp_path / "nowhere.pt")
+    else:
+        args = _conditional_args(work, out, data, None, *extra)
+    assert_refused(run(*args), capsys, words + ([data] if data else []), out, calls)
+
+
+def test_undefined_per_class_fid_is_null_with_a_warning(work, tmp_path, capsys):
+    """2 samples per class: each class's FID is undefined, written as null (strict JSON)."""
+    out = tmp_path / "out"
+    assert run(*_conditional_args(work, out)) == 0
+    assert "warning: per-class FID needs 4 images per class" in capsys.readouterr().err
+
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    rows = json.loads((out / "conditional.json").read_text(), parse_constant=refuse)["rows"]
+    assert [r["fid"] for r in rows[:-1]] == [None] * 10 and rows[-1]["fid"] > 0
+
+
+# --------------------------------------------------------------------------- inpaint / colorize
+
+
+def _completion_args(work, out, stage="inpaint", masks=("centre",), methods=("replace",),
+                     n_out=None, data=None, extractor=None, outs=None, extra=()):
+    n_out = n_out if n_out is not None else len(masks) * len(methods)
+    args = [stage, "--params", work / "params.yaml", "--checkpoint", work / "ck/vp/step_2.pt",
+            "--data", data or work / "data/test.pt", "--extractor",
+            extractor or work / "ck/fid_features.pt", "--reference", work / "data/reference.pt"]
+    if stage == "inpaint":
+        args += ["--masks", *masks]
+    return [*args, "--methods", *methods, "--out", *(outs or [out / f"{i}.pt" for i in range(n_out)]),
+            "--inputs-out", out / "inputs.pt", "--metrics", out / "metrics.json", "--sde", "vp",
+            "--device", "cpu", *extra]
+
+
+INPAINT_CASES = [
+    ("bad second mask", dict(masks=("centre", "circle")), ["--masks", "'circle'"]),
+    ("bad second method", dict(methods=("replace", "repain")), ["--methods", "'repain'"]),
+    ("mask given twice", dict(masks=("left", "left")), ["--masks", "left left"]),
+    ("missing extractor", dict(extractor="EXTRACTOR_MISSING"), ["nowhere.pt"]),
+    ("extractor not a checkpoint", dict(extractor="EXTRACTOR_REFERENCE"), ["reference.pt"]),
+    ("too few outputs", dict(masks=("centre", "left"), n_out=1), ["2 expected, got 1"]),
+    ("an output twice", dict(methods=("replace", "smc"), outs="SAME"), ["name one file twice"]),
+    ("output is the input", dict(outs="DATA"), ["test.pt", "is also an input"]),
+    ("data of another shape", dict(data=lambda o: _set(o, "x", o["x"][..., :4, :4].contiguous())),
+     ["--data", "[1, 4, 4]"]),
+    ("data pixel above levels", dict(data=lambda o: o["x"].view(-1).__setitem__(5, 40)),
+     ["pixel value 40"]),
+    ("NaN snr", dict(extra=["--set", "sample.snr.vp=.nan"]), ["sample.snr.vp", "nan"]),
+    ("colorize grey data", dict(stage="colorize"), ["RGB", "1-channel"]),
+    ("colorize bad method", dict(stage="colorize", methods=("replace", "paint")),
+     ["--methods", "'paint'"]),
+]
+
+
+@pytest.mark.parametrize("name, how, words", INPAINT_CASES, ids=[c[0] for c in INPAINT_CASES])
+def test_inpaint_refuses_before_sampling(work, tmp_path, capsys, calls, name, how, words):
+    out = tmp_path / "out"
+    how = dict(how)
+    if callable(how.get("data")):
+        how["data"] = bad_split(work, tmp_path, "test", how["data"])
+        words = [*words, how["data"]]
+    extractor = {"EXTRACTOR_MISSING": tmp_path / "nowhere.pt",
+                 "EXTRACTOR_REFERENCE": work / "data/reference.pt"}
+    if how.get("extractor") in extractor:
+        how["extractor"] = extractor[how["extractor"]]
+    test_bytes = (work / "data/test.pt").read_bytes()
+    if how.get("outs") == "SAME":
+        how["outs"] = [out / "a.pt", out / "a.pt"]
+    elif how.get("outs") == "DATA":
+        how["outs"] = [work / "data/test.pt"]
+    assert_refused(run(*_completion_args(work, out, **how)), capsys, words, out, calls)
+    assert (work / "data/test.pt").read_bytes() == test_bytes
+
+
+def test_a_failure_after_the_first_completion_leaves_nothing(work, tmp_path, capsys, monkeypatch):
+    """The second (mask, method) fails while sampling: no completion, inputs or metrics file."""
+    import scoresde.controllable
+
+    real, done = scoresde.controllable.inpaint, []
+
+    def failing(*args, **kwargs):
+        if done:
+            raise FloatingPointError("inpaint produced non-finite values")
+        done.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scoresde.controllable, "inpaint", failing)
+    out = tmp_path / "out"
+    code = run(*_completion_args(work, out, masks=("centre", "left")))
+    assert_refused(code, capsys, ["non-finite"], out)
+    assert done == [1]
+
+
+def test_metrics_json_is_strict(tmp_path):
+    """An undefined metric (NaN, e.g. the FID of fewer than 4 images) is written as null."""
+    path = tmp_path / "m.json"
+    write_json(path, {"rows": [{"fid": math.nan, "kid": math.inf, "psnr": 20.5}]})
+
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    rows = json.loads(path.read_text(), parse_constant=refuse)["rows"]
+    assert rows == [{"fid": None, "kid": None, "psnr": 20.5}]
+
+
+# --------------------------------------------------------------------------- import-official
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    d = tmp_path_factory.mktemp("official")
+    config, _, _ = save_official(d / "checkpoint_7.pth", "vp")
+    (d / "model.json").write_text(json.dumps(config))
+    return d
+
+
+IMPORT_CASES = [
+    (["--levels", "0"], ["levels=0", ">= 2"]),
+    (["--levels", "1"], ["levels=1"]),
+    (["--levels", "-3"], ["levels=-3"]),
+    (["--image-size", "0"], ["image_size=0"]),
+    (["--image-size", "15"], ["image_size=15", "multiple of 4"]),
+    (["--image-size", "32"], ["image_size=32"]),  # a valid size, not the checkpoint's
+    (["--num-channels", "0"], ["num_channels=0"]),
+    ([], ["--image-size"]),  # forgotten with --model-config
+]
+
+
+@pytest.mark.parametrize("extra, words", IMPORT_CASES)
+def test_import_official_refuses(released, tmp_path, capsys, extra, words):
+    out = tmp_path / "out"
+    size = [] if not extra or extra[0] == "--image-size" else ["--image-size", "16"]
+    code = run("import-official", "--checkpoint", released / "checkpoint_7.pth", "--model-config",
+               released / "model.json", "--sde", "vp", "--out", out / "best.pt", *size, *extra)
+    assert_refused(code, capsys, words, out)
+
+
+def test_import_official_preset_with_another_image_size(released, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = run("import-official", "--checkpoint", released / "checkpoint_7.pth", "--preset",
+               "vp/cifar10_ddpmpp_continuous", "--image-size", "16", "--out", out / "best.pt")
+    assert_refused(code, capsys, ["--image-size 16", "32"], out)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(config=None), ["config=None"]),
+    (dict(config=[1, 2]), ["config=[1, 2]"]),
+    (dict(image_size=0), ["image_size=0"]),
+    (dict(image_size=16.0), ["image_size=16.0"]),
+    (dict(num_channels=-1), ["num_channels=-1"]),
+    (dict(sde="vpsde"), ["sde='vpsde'"]),
+])
+def test_load_official_refuses(released, kwargs, words):
+    args = {"config": tiny("vp"), "sde": "vp", "image_size": 16, **kwargs}
+    with pytest.raises(ValueError) as err:
+        official.load_official(released / "checkpoint_7.pth", **args)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_import_official_library_refuses_levels(released, tmp_path):
+    with pytest.raises(ValueError, match=r"levels=0 must be an integer >= 2"):
+        official.import_official(released / "checkpoint_7.pth", tmp_path / "best.pt",
+                                 config=tiny("vp"), sde="vp", image_size=16, levels=0)
+    assert not list(tmp_path.iterdir())
