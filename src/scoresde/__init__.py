@@ -2,7 +2,16 @@
 
 from .likelihood import bits_per_dim, log_likelihood, uniform_dequantize
 from .losses import dsm_loss, get_score_fn
-from .sampling import CORRECTORS, ODE_METHODS, PREDICTORS, ode_sample, pc_sample, tweedie_denoise
+from .sampling import (
+    CORRECTORS,
+    ODE_METHODS,
+    PREDICTORS,
+    SDE_METHODS,
+    ode_sample,
+    pc_sample,
+    sde_sample,
+    tweedie_denoise,
+)
 from .sde import SDE, SDES, VESDE, VPSDE, SubVPSDE, make_sde
 
 __version__ = "0.1.0"
@@ -13,6 +22,7 @@ __all__ = [
     "CORRECTORS",
     "ODE_METHODS",
     "PREDICTORS",
+    "SDE_METHODS",
     "SubVPSDE",
     "VESDE",
     "VPSDE",
@@ -23,6 +33,7 @@ __all__ = [
     "make_sde",
     "ode_sample",
     "pc_sample",
+    "sde_sample",
     "tweedie_denoise",
     "uniform_dequantize",
 ]

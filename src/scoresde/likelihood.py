@@ -22,7 +22,7 @@ import math
 
 import torch
 
-from .sampling import _check_finite, dopri5
+from .sampling import check_finite, dopri5
 from .sde import SDE
 from .utils import Generator, batch_sum, rademacher, rand, randn
 
@@ -104,4 +104,4 @@ def log_likelihood(
     state0 = (x, torch.zeros(B, device=x.device, dtype=x.dtype))
     sol = dopri5(func, state0, eps, sde.T, rtol, atol, "log_likelihood")
     z, delta = (s[-1] for s in sol)
-    return _check_finite(sde.prior_logp(z) + delta, "log_likelihood"), count[0]
+    return check_finite(sde.prior_logp(z) + delta, "log_likelihood"), count[0]
