@@ -81,7 +81,7 @@ SDE_METHODS = tuple(k for k, m in METHODS.items() if m.kind == "sde")
 
 # Where the fixed-step grids of ode_sample / sde_sample end by default: the noise level sigma_min per
 # SDE (None: at eps). Measured with exact mixture scores (docs/samplers.md, "Schedule ends").
-DEFAULT_SIGMA_MIN: dict[str, float | None] = {"ve": None, "vp": None, "subvp": None}
+DEFAULT_SIGMA_MIN: dict[str, float | None] = {"ve": None, "vp": None, "subvp": 0.01}
 
 
 def grid_end(sde: SDE, method: str, eps: float | None, sigma_min: float | None, schedule=None) -> float:
