@@ -209,3 +209,22 @@ def test_pc_last_step_mean_lands_closer_to_near_discrete_data(name):
     assert torch.cdist(sampled, TWO_POINTS).min(1).values.mean().item() == pytest.approx(dist["mean"])
     assert dist["mean"] < 0.5 * dist["noisy"], dist
     assert math.isfinite(dist["mean"])
+
+
+def test_sampler_names_come_from_the_method_table():
+    """The sweep's samplers, the schema's enum and the CLI help all list the table's methods."""
+    from pathlib import Path
+
+    import yaml
+
+    from scoresde.cli import build_parser
+    from scoresde.stages.cases import SAMPLERS
+
+    assert {f"{m.kind}-{name}" for name, m in METHODS.items()} <= set(SAMPLERS)
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/params.schema.yaml").read_text())
+    assert schema["$defs"]["sampler"]["enum"] == list(SAMPLERS)
+    conditional = schema["properties"]["controllable"]["properties"]["conditional"]["properties"]
+    assert conditional["method"]["enum"] == list(SDE_METHODS)
+    sample = build_parser()._subparsers._group_actions[0].choices["sample"]
+    help_text = next(a.help for a in sample._actions if a.dest == "sampler")
+    assert all(name in help_text for name in SAMPLERS)

@@ -118,6 +118,16 @@ def wildcard_constraints() -> dict[str, str]:
     }
 
 
+def sampler_options(sample: dict, sde: str, sampler: str) -> dict:
+    """The options of an ``sde-`` sampler for one SDE from the ``sample`` parameters
+    (``sde_options.{sde}.{method}``; a null value leaves the library default); {} otherwise."""
+    method, corrector = check_sampler(sampler)
+    if corrector is not None or METHODS[method].kind != "sde":
+        return {}
+    given = sample.get("sde_options", {}).get(sde, {}).get(method, {})
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def describe(sampler: str, steps: int | None, denoise: bool) -> dict:
     """The case fields recorded in every sample / FID JSON."""
     predictor, corrector = check_sampler(sampler)
