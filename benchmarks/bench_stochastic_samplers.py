@@ -91,7 +91,8 @@ def k_diffusion_pair(sde, score, x_T, grid, solver):
                                                   noise_sampler=lambda s, s_next: queue.pop(0))
         return ours, theirs, steps
 
-    churn = {"S_churn": 2.0 * steps, "S_tmin": 0.0, "S_tmax": sigmas[1].item()}  # gamma = sqrt(2) - 1
+    # gamma = sqrt(2) - 1 on every step but the first (S_tmax between sigma_1 and sigma_0: no tie)
+    churn = {"S_churn": 2.0 * steps, "S_tmin": 0.0, "S_tmax": (sigmas[0] * sigmas[1]).sqrt().item()}
 
     def ours():
         return sde_sample(score, sde, x_T.shape, "edm", steps, schedule=grid, x_T=x_T, denoise=False,

@@ -228,3 +228,22 @@ def test_sampler_names_come_from_the_method_table():
     sample = build_parser()._subparsers._group_actions[0].choices["sample"]
     help_text = next(a.help for a in sample._actions if a.dest == "sampler")
     assert all(name in help_text for name in SAMPLERS)
+
+
+def test_sweep_case_runs_through_sde_sample(sde):
+    """An ``sde-`` case of the sweep draws what sde_sample draws, with the options (grid included)
+    of sample.sde_options for its SDE, both denoise settings from one trajectory."""
+    from scoresde.stages.cases import run_sampler, sampler_options
+
+    score = two_mode_mixture().score_fn(sde)
+    sample = {"sde_options": {sde.name: {"dpmpp-2m-sde": {"eta": 0.5, "s_noise": None,
+                                                          "schedule": "karras"}}}}
+    options = sampler_options(sample, sde.name, "sde-dpmpp-2m-sde")
+    assert options == {"eta": 0.5, "schedule": "karras"}
+    assert sampler_options(sample, sde.name, "ode-dpmpp-2m") == {} == sampler_options(sample, sde.name, "pc")
+    gen = lambda: per_sample_generators(seed=1, start=0, count=8)  # noqa: E731
+    drawn = run_sampler(score, sde, (8, 2), "sde-dpmpp-2m-sde", 4, [True, False], snr=0.16, options=options,
+                        generator=gen())
+    for denoise in (True, False):
+        want = sde_sample(score, sde, (8, 2), "dpmpp-2m-sde", 4, denoise=denoise, generator=gen(), **options)
+        assert torch.equal(drawn[denoise][0], want[0]) and drawn[denoise][1] == want[1] == 4 + denoise

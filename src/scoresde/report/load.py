@@ -125,9 +125,10 @@ def _method_kind(row: dict) -> str | None:
     """"ode" / "sde" for a method of the sampling table (by sampler prefix or predictor field)."""
     from scoresde.sampling import METHODS
 
-    prefix = str(row["sampler"]).lower().split("-", 1)[0]
-    if prefix in ("ode", "sde"):
-        return prefix
+    sampler = str(row["sampler"]).lower()
+    for prefix in ("ode", "sde"):
+        if sampler == prefix or (sampler.startswith(prefix) and sampler[3] in "-_:"):
+            return prefix
     method = METHODS.get(str(row["predictor"]))
     return method.kind if method is not None and is_none(row["corrector"]) else None
 

@@ -153,11 +153,11 @@ def goal_table(fid_df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
 
 
 def _verdict(row: dict) -> str:
-    if row["reference"] is None:
+    if _nan(row["reference"]) or isinstance(row["reference"], float):
         return "no PC reference"
-    if row["best case"] is None:
+    if _nan(row["best case"]) or isinstance(row["best case"], float):
         return "no case within the budget"
-    if row["held"] is None:
+    if _nan(row["held"]):
         return "undecided"
     return "held" if bool(row["held"]) else "not held"
 

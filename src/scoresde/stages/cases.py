@@ -120,7 +120,8 @@ def wildcard_constraints() -> dict[str, str]:
 
 def sampler_options(sample: dict, sde: str, sampler: str) -> dict:
     """The options of an ``sde-`` sampler for one SDE from the ``sample`` parameters
-    (``sde_options.{sde}.{method}``; a null value leaves the library default); {} otherwise."""
+    (``sde_options.{sde}.{method}``, its grid ``schedule`` included; a null value leaves the
+    library default); {} otherwise."""
     method, corrector = check_sampler(sampler)
     if corrector is not None or METHODS[method].kind != "sde":
         return {}
@@ -139,11 +140,12 @@ def run_sampler(score_fn, sde, shape, sampler: str, steps: int | None,
                 denoise: Sequence[bool], *, snr: float, corrector_steps: int = 1,
                 eps: float | None = None, rtol: float = 1e-5, atol: float = 1e-5,
                 sigma_min: float | None = None, options: dict | None = None,
-                generator=None, device=None) -> dict[bool, tuple]:
+                schedule: str | None = None, generator=None, device=None) -> dict[bool, tuple]:
     """Draw samples (model space) with one case's sampler: ``{denoise: (samples, nfe)}`` for
     each setting in `denoise`, all from one trajectory (Tweedie on / off share every step;
     Tweedie maps the last step's mean). ``options``: the ``sde-`` method's own options;
-    ``sigma_min``: where ``ode-`` / ``sde-`` grids end (None: the library's default)."""
+    ``sigma_min``: where ``ode-`` / ``sde-`` grids end (None: the library's default);
+    ``schedule``: their grid (None: the method's default)."""
     from scoresde.sampling import finish, pc_trajectory, trajectory
 
     method, corrector = check_sampler(sampler)
@@ -152,9 +154,11 @@ def run_sampler(score_fn, sde, shape, sampler: str, steps: int | None,
                                               corrector_steps, eps, generator, device)
     else:
         extra = {"rtol": rtol, "atol": atol} if METHODS[method].nfe_per_step is None else {}
-        x, x_mean, t_end, nfe = trajectory(score_fn, sde, shape, method, steps, eps=eps,
+        options = dict(options or {})
+        schedule = options.pop("schedule", schedule)
+        x, x_mean, t_end, nfe = trajectory(score_fn, sde, shape, method, steps, schedule, eps=eps,
                                            sigma_min=sigma_min, generator=generator, device=device,
-                                           **extra, **(options or {}))
+                                           **extra, **options)
     what = f"{sampler} sampling"
     out = {}
     for d in denoise:
