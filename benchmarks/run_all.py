@@ -24,6 +24,7 @@ import bench_likelihood
 import bench_ode
 import bench_overhead
 import bench_sde_samplers
+import bench_stochastic_samplers
 import bench_training
 import torch
 from benchlib import Check, Report, checks_table, version
@@ -34,6 +35,7 @@ BENCHES = {
     "sde_samplers": bench_sde_samplers,
     "ode": bench_ode,
     "fast_solvers": bench_fast_solvers,
+    "stochastic_samplers": bench_stochastic_samplers,
     "likelihood": bench_likelihood,
     "training": bench_training,
     "ddp": bench_ddp,

@@ -9,7 +9,7 @@ import torch
 from exact import gaussian, two_mode_mixture
 
 from scoresde.sampling import (
-    NFE_PER_STEP,
+    METHODS,
     ODE_METHODS,
     SCHEDULES,
     get_schedule,
@@ -76,7 +76,7 @@ def test_convergence_order_on_a_gaussian(sde, method):
     err, nfe = [], []
     for steps in (32, 64):
         x, n = ode_sample(g.score_fn(sde), sde, (32, 2), method=method, steps=steps, x_T=x_T, dtype=F64)
-        assert n == steps * NFE_PER_STEP[method]
+        assert n == steps * METHODS[method].nfe_per_step
         err.append((x - ref).abs().max().item())
         nfe.append(n)
     slope = -math.log(err[1] / err[0]) / math.log(nfe[1] / nfe[0])
@@ -107,7 +107,7 @@ def test_fast_solvers_on_the_mixture_per_mode(sde, method, steps):
     gmm = two_mode_mixture()
     x, nfe = ode_sample(gmm.score_fn(sde), sde, (2000, 2), method=method, steps=steps, denoise=True,
                         generator=torch.Generator().manual_seed(1), dtype=F64)
-    assert nfe == steps * NFE_PER_STEP[method] + 1
+    assert nfe == steps * METHODS[method].nfe_per_step + 1
     assert_matches_per_mode(x, gmm)
 
 

@@ -215,6 +215,8 @@ def test_sampler_kind_from_fields():
     assert kind("x", "none", "ald") == "corrector"
     assert kind("ode_heun", "none", "none") == "ode"
     assert kind("x", "rk45", None) == "ode"
+    assert kind("sde-edm", "edm", "none") == "sde"
+    assert kind("x", "dpmpp-2m-sde", "none") == "sde"
 
 
 def test_bad_inputs_name_the_file(tmp_path):

@@ -3,7 +3,13 @@
 import pandas as pd
 from matplotlib.figure import Figure
 
-from scoresde.report.nfe import goal_table, plot_fid_vs_nfe, plot_fid_vs_nfe_panels, reference
+from scoresde.report.nfe import (
+    goal_table,
+    goal_table_text,
+    plot_fid_vs_nfe,
+    plot_fid_vs_nfe_panels,
+    reference,
+)
 
 COLUMNS = ["dataset", "sde", "sampler", "predictor", "corrector", "steps", "denoise", "nfe", "fid"]
 ROWS = [
@@ -35,6 +41,20 @@ def test_goal_table_per_sde_and_budget():
     assert vp20["best case"] == "ode-dpm-solver-3_6_tweedie" and vp20["FID / reference"] == 1.25
     assert bool(vp20["held"]) is False
     assert goals.loc[("ve", 10)]["held"] is None
+
+
+def test_goal_table_text_formats_numbers_and_fills_every_verdict():
+    """Numbers as the sweep table's (4 significant digits), a verdict in words in every row."""
+    rows = [*ROWS, ("digits", "vp", "sde-dpmpp-2m-sde", "dpmpp-2m-sde", "none", 9, True, 10,
+                    16.123456789)]
+    text = goal_table_text(pd.DataFrame(rows, columns=COLUMNS)).set_index(["sde", "NFE budget"])
+    vp10 = text.loc[("vp", 10)]
+    assert vp10["best case"] == "sde-dpmpp-2m-sde_9_tweedie" and vp10["best FID"] == "16.12"
+    assert vp10["FID / reference"] == "1.612" and vp10["held"] == "held"
+    assert text.loc[("vp", 20)]["held"] == "not held"
+    assert text.loc[("ve", 10)]["held"] == "no PC reference"
+    assert text.loc[("ve", 10)]["reference FID"] == "n/a"
+    assert text["held"].map(lambda v: isinstance(v, str) and v != "").all()
 
 
 def test_plot_draws_every_sampler_and_the_reference_level():

@@ -13,7 +13,7 @@ from conftest import PAPER_SDES
 from exact import GaussianMixture, gaussian, two_mode_mixture
 
 from scoresde import ode_sample, pc_sample, tweedie_denoise
-from scoresde.sampling import ode_trajectory, pc_trajectory
+from scoresde.sampling import pc_trajectory, trajectory
 from scoresde.utils import per_sample_generators
 
 N_SAMPLES = 4000
@@ -156,9 +156,13 @@ def test_tweedie_denoising(sde):
                       **{**kw, "generator": torch.Generator().manual_seed(5)})
     b, nb = pc_sample(score, sde, (500, 2), corrector="none", denoise=False,
                       **{**kw, "generator": torch.Generator().manual_seed(5)})
-    # every sampler lands on eps; denoising is one Tweedie step there (one more NFE)
-    assert na == nb + 1 == 51
-    assert torch.allclose(a, tweedie_denoise(score, sde, b, t))
+    x, x_mean, t_end, nt = pc_trajectory(score, sde, (500, 2), 50, corrector="none", dtype=torch.float64,
+                                         generator=torch.Generator().manual_seed(5))
+    # every sampler lands on eps; denoising is the last step's mean (the official x_mean), then one
+    # Tweedie step there (one more NFE); without it the last iterate keeps its noise
+    assert na == nb + 1 == nt + 1 == 51 and t_end == sde.sampling_eps
+    assert torch.equal(b, x) and not torch.equal(x, x_mean)
+    assert torch.allclose(a, tweedie_denoise(score, sde, x_mean, t))
 
 
 @pytest.mark.parametrize("sampler", ["reverse_diffusion", "ancestral", "euler_maruyama", "ode-heun"])
@@ -238,26 +242,32 @@ def test_cuda_sampling(sde):
     assert x.is_cuda and y.is_cuda
 
 
-@pytest.mark.parametrize("sampler", ["pc", "ode"])
+@pytest.mark.parametrize("sampler", ["pc", "ode", "sde"])
 def test_one_trajectory_gives_both_denoise_settings(sde, sampler):
-    """pc_trajectory / ode_trajectory end where pc_sample / ode_sample with and without the
-    final denoising end: the sweep draws the Tweedie on / off pair from one run."""
+    """pc_trajectory / trajectory end where pc_sample / ode_sample / sde_sample with and without
+    the final denoising end: the sweep draws the Tweedie on / off pair from one run."""
+    from scoresde import sde_sample
+
     score = two_mode_mixture().score_fn(sde)
     gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     if sampler == "pc":
-        x, nfe = pc_trajectory(score, sde, (16, 2), steps=7, generator=gen())
-        t = torch.full((16,), sde.sampling_eps)
-        for denoise, want in ((True, tweedie_denoise(score, sde, x, t)), (False, x)):
-            got, n = pc_sample(score, sde, (16, 2), steps=7, denoise=denoise, generator=gen())
-            assert torch.equal(got, want) and n == nfe + int(denoise) and nfe == 14
+        x, x_mean, t_end, nfe = pc_trajectory(score, sde, (16, 2), steps=7, generator=gen())
+        draw = lambda d: pc_sample(score, sde, (16, 2), steps=7, denoise=d, generator=gen())  # noqa: E731
+        assert nfe == 14
+    elif sampler == "ode":
+        x, x_mean, t_end, nfe = trajectory(score, sde, (16, 2), "heun", steps=5, generator=gen())
+        draw = lambda d: ode_sample(score, sde, (16, 2), method="heun", steps=5, denoise=d,  # noqa: E731
+                                    generator=gen())
+        assert nfe == 10 and torch.equal(x, x_mean)
     else:
-        x, nfe = ode_trajectory(score, sde, (16, 2), method="heun", steps=5, generator=gen())
-        got, n = ode_sample(score, sde, (16, 2), method="heun", steps=5, generator=gen())
-        assert torch.equal(got, x) and n == nfe
-        got, n = ode_sample(score, sde, (16, 2), method="heun", steps=5, denoise=True,
-                            generator=gen())
-        t = torch.full((16,), sde.sampling_eps)
-        assert torch.equal(got, tweedie_denoise(score, sde, x, t)) and n == nfe + 1
+        x, x_mean, t_end, nfe = trajectory(score, sde, (16, 2), "dpmpp-2m-sde", steps=5, generator=gen())
+        draw = lambda d: sde_sample(score, sde, (16, 2), "dpmpp-2m-sde", 5, denoise=d,  # noqa: E731
+                                    generator=gen())
+        assert nfe == 5 and not torch.equal(x, x_mean)
+    t = torch.full((16,), t_end)
+    for denoise, want in ((True, tweedie_denoise(score, sde, x_mean, t)), (False, x)):
+        got, n = draw(denoise)
+        assert torch.equal(got, want) and n == nfe + int(denoise)
 
 
 @pytest.mark.parametrize("method", ["heun", "euler"])

@@ -9,7 +9,16 @@ from .likelihood import (
     uniform_dequantize,
 )
 from .losses import dsm_loss, get_score_fn
-from .sampling import CORRECTORS, ODE_METHODS, PREDICTORS, ode_sample, pc_sample, tweedie_denoise
+from .sampling import (
+    CORRECTORS,
+    ODE_METHODS,
+    PREDICTORS,
+    SDE_METHODS,
+    ode_sample,
+    pc_sample,
+    sde_sample,
+    tweedie_denoise,
+)
 from .sde import SDE, SDES, VESDE, VPSDE, SubVPSDE, make_sde
 
 __version__ = "0.1.0"
@@ -20,6 +29,7 @@ __all__ = [
     "CORRECTORS",
     "ODE_METHODS",
     "PREDICTORS",
+    "SDE_METHODS",
     "SubVPSDE",
     "VESDE",
     "VPSDE",
@@ -33,6 +43,7 @@ __all__ = [
     "ode_sample",
     "pc_sample",
     "solve_inverse",
+    "sde_sample",
     "tweedie_denoise",
     "uniform_dequantize",
 ]

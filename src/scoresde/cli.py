@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from scoresde.stages.cases import ADAPTIVE, SAMPLERS
 from scoresde.stages.config import SDE_NAMES, ConfigError, job_params, resolve
 
 EXIT_INPUT_ERROR = 2
@@ -247,9 +248,10 @@ def _add_stage_parsers(sub) -> None:
     p = sub.add_parser("sample", help="draw one sampler case from a checkpoint")
     _path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
     p.add_argument("--sampler", required=True,
-                   help="pc, p, c, em, ancestral, ode-rk45, ode-heun, ode-euler, ode-heun-sigma "
-                        "or ode-euler-sigma")
-    p.add_argument("--steps", required=True, help="number of steps, or 'adaptive' (ode-rk45)")
+                   help=f"one of {', '.join(SAMPLERS)} (ode-* / sde-*: the methods of "
+                        "scoresde.sampling.METHODS; docs/samplers.md)")
+    p.add_argument("--steps", required=True,
+                   help=f"number of steps, or 'adaptive' ({', '.join(ADAPTIVE)})")
     p.add_argument("--denoise", required=True, nargs="+", metavar="tweedie|none",
                    help="tweedie and/or none (several: one trajectory serves them all)")
     _path(p, "--out", "output: samples ({case}.pt, uint8 images), one per --denoise", nargs="+")

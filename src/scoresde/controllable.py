@@ -34,7 +34,7 @@ import torch
 
 from .inverse import gaussian_kernel, particle_filter, systematic_resample
 from .sampling import CORRECTORS, PREDICTORS, time_uniform
-from .sampling.common import _check_args, _check_finite, _lookup, final_tweedie
+from .sampling.common import _check_args, _lookup, check_finite, final_tweedie
 from .sde import SDE
 from .utils import append_dims, randn
 
@@ -130,7 +130,7 @@ def inpaint(score_fn, sde: SDE, y: torch.Tensor, mask: torch.Tensor, steps: int,
             resample = int(method_options.get("resample", 2))
         x, nfe = _replace(score_fn, sde, y, mask, int(steps), predictor, corrector, snr, eps,
                           denoise, generator, jump, resample)
-    return _check_finite(mask * y + (1 - mask) * x, "inpaint"), nfe
+    return check_finite(mask * y + (1 - mask) * x, "inpaint"), nfe
 
 
 def repaint_schedule(steps: int, jump: int, resample: int) -> list[int]:

@@ -43,7 +43,7 @@ import torch
 
 from .operators import as_operator, has_adjoint
 from .sampling import PREDICTORS, time_uniform
-from .sampling.common import _check_args, _check_finite, final_tweedie, tweedie_denoise
+from .sampling.common import _check_args, check_finite, final_tweedie, tweedie_denoise
 from .sde import SDE
 from .utils import append_dims
 
@@ -282,7 +282,7 @@ def solve_inverse(score_fn, sde: SDE, y: torch.Tensor, A, noise_std: float, step
                                  opts["predictor"], V=V, denoise=opts["denoise"],
                                  generator=generator, particles=opts["particles"],
                                  ess_threshold=opts["ess_threshold"])
-        return _check_finite(x, "solve_inverse(smc)"), nfe
+        return check_finite(x, "solve_inverse(smc)"), nfe
     times = time_uniform(sde, steps, eps, y.device, y.dtype)
     x = sde.prior_std() * _particle_randn(B, 1, shape[1:], generator, y.device, y.dtype)
     for i in range(steps):
@@ -296,4 +296,4 @@ def solve_inverse(score_fn, sde: SDE, y: torch.Tensor, A, noise_std: float, step
     nfe = steps
     if opts["denoise"]:
         x, nfe = final_tweedie(score_fn, sde, x, eps), nfe + 1
-    return _check_finite(x.detach(), f"solve_inverse({method})"), nfe
+    return check_finite(x.detach(), f"solve_inverse({method})"), nfe

@@ -39,7 +39,7 @@ from .dequantization import (
     uniform_draws,
     uniform_log_q,
 )
-from .sampling import _check_finite, dopri5
+from .sampling import check_finite, dopri5
 from .sde import SDE
 from .utils import Generator, batch_sum, rademacher, randn
 
@@ -113,7 +113,7 @@ def _solve(score_fn, sde: SDE, x: torch.Tensor, probes: torch.Tensor, t0: float,
     state0 = (x, torch.zeros(B, device=x.device, dtype=x.dtype))
     sol = dopri5(func, state0, t0, sde.T, rtol, atol, what)
     z, delta = (s[-1] for s in sol)
-    return _check_finite(sde.prior_logp(z) + delta, what), count[0]
+    return check_finite(sde.prior_logp(z) + delta, what), count[0]
 
 
 def log_likelihood(

@@ -40,7 +40,6 @@ NLL_REQUIRED = NLL_COLUMNS[:3]
 FID_EXTRA = ["fid_bootstrap", "bootstrap_n", "bootstrap_seed", "n_reference", "denoise_is_tweedie"]
 FID_READ = ["seed_index", "fid_ci_level"]  # read for merging seeds, not kept
 NLL_EXTRA = ["bpd_per_image", "bounds"]  # bounds: one entry per method (report.bounds)
-ODE_METHODS = ("rk45", "heun", "euler", "heun-sigma", "euler-sigma")
 SDE_ORDER = ("ve", "vp", "subvp")  # the paper's order, used for rows and panels
 SDE_LABEL = {"ve": "VE", "vp": "VP", "subvp": "sub-VP"}
 
@@ -113,10 +112,24 @@ def _sorted(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def _method_kind(row: dict) -> str | None:
+    """"ode" / "sde" for a method of the sampling table (by sampler prefix or predictor field)."""
+    from scoresde.sampling import METHODS
+
+    sampler = str(row["sampler"]).lower()
+    for prefix in ("ode", "sde"):
+        if sampler == prefix or (sampler.startswith(prefix) and sampler[3] in "-_:"):
+            return prefix
+    method = METHODS.get(str(row["predictor"]))
+    return method.kind if method is not None and is_none(row["corrector"]) else None
+
+
 def sampler_kind(row: dict) -> str:
-    """"ode", "pc", "predictor" (P-only), "corrector" (C-only) or "unknown" from the fields."""
-    if str(row["sampler"]).lower().startswith("ode") or str(row["predictor"]) in ODE_METHODS:
-        return "ode"
+    """"ode", "sde" (a fast reverse-SDE method), "pc", "predictor" (P-only), "corrector"
+    (C-only) or "unknown" from the fields."""
+    kind = _method_kind(row)
+    if kind is not None:
+        return kind
     p_none, c_none = is_none(row["predictor"]), is_none(row["corrector"])
     if p_none and c_none:
         return "unknown"
@@ -124,6 +137,8 @@ def sampler_kind(row: dict) -> str:
 
 
 def ode_method(row: dict) -> str:
+    from scoresde.sampling import ODE_METHODS
+
     if str(row["predictor"]) in ODE_METHODS:
         return str(row["predictor"])
     return str(row["sampler"]).lower().removeprefix("ode").strip("_-:") or "rk45"
@@ -131,8 +146,8 @@ def ode_method(row: dict) -> str:
 
 def case_text(r: dict) -> str:
     """A case in words, without dataset and SDE."""
-    how = f"{r['predictor']} ODE solver" if r["kind"] == "ode" else (
-        f"{r['predictor']} + {r['corrector']}")  # fmt: skip
+    how = {"ode": f"{r['predictor']} ODE solver", "sde": f"{r['predictor']} SDE solver"}.get(
+        r["kind"], f"{r['predictor']} + {r['corrector']}")
     steps = "adaptive steps" if missing(r["steps"]) else f"{r['steps']} steps"
     return f"{r['sampler']} ({how}), {steps}, {'Tweedie' if r['denoise'] else 'no'} denoising"
 

@@ -3,7 +3,7 @@
 Works on the columns of ``reports/metrics.csv`` (sde, sampler, predictor, corrector, steps,
 denoise, nfe, fid). The reference of an SDE is its predictor-corrector case (reverse diffusion +
 Langevin) with the most steps (PC1000 in the paper's protocol) at its better denoise setting.
-The goal (issue 13, after DPM-Solver's CIFAR-10 figures 4.70 at 10 NFE and 2.87 at 20 against
+The goal (after DPM-Solver's CIFAR-10 figures 4.70 at 10 NFE and 2.87 at 20 against
 PC's 2.41): the best sampler within 10 NFE reaches FID <= 1.8 x, within 20 NFE <= 1.2 x that
 reference. NFE counts every score evaluation, a final Tweedie step included.
 """
@@ -150,3 +150,31 @@ def goal_table(fid_df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
                 "goal": f"<= {factor}x", "held": held,
             })
     return pd.DataFrame(out)
+
+
+def _verdict(row: dict) -> str:
+    if _nan(row["reference"]) or isinstance(row["reference"], float):
+        return "no PC reference"
+    if _nan(row["best case"]) or isinstance(row["best case"], float):
+        return "no case within the budget"
+    if _nan(row["held"]):
+        return "undecided"
+    return "held" if bool(row["held"]) else "not held"
+
+
+def goal_table_text(fid_df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """:func:`goal_table` as the report prints it: numbers as the sweep table's (``fmt``: 4
+    significant digits, n/a when missing) and the verdict in words in every row (held, not held,
+    undecided, or why there is none)."""
+    from scoresde.report.load import fmt
+
+    table = goal_table(fid_df, confidence)
+    if not len(table):
+        return table
+    out = table.copy().astype(object)
+    for column in ("reference FID", "best NFE", "best FID", "FID / reference"):
+        out[column] = [fmt(v) for v in table[column]]
+    interval = f"[{confidence:.0%} interval]"
+    out[interval] = [v if isinstance(v, str) else "n/a" for v in table[interval]]
+    out["held"] = [_verdict(r) for r in table.to_dict("records")]
+    return out.fillna("n/a")

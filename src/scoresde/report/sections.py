@@ -98,14 +98,14 @@ def sweep_section(data: ReportData, built: Built) -> Section:
 
 
 def goal_section(data: ReportData, built: Built) -> Section | None:
-    """Issue 13's fast-sampler goal: the best case within 10 / 20 NFE against the longest PC run."""
+    """The fast-sampler goal: the best case within 10 / 20 NFE against the longest PC run."""
     if not len(data.fid):
         return None
     text = nfe.__doc__.split("\n\n")[1].replace("\n", " ") + (
         " 'held' is decided from the paired-bootstrap interval of FID_best - factor x FID_ref "
-        "(empty: undecided).")
+        "(undecided: the interval contains 0).")
     return Section("Fast samplers against the longest PC run",
-                   [("text", text), ("table", nfe.goal_table(data.fid, data.confidence))])
+                   [("text", text), ("table", nfe.goal_table_text(data.fid, data.confidence))])
 
 
 def likelihood_section(data: ReportData, built: Built) -> Section:

@@ -5,25 +5,40 @@
 - ``predictors``: predictors and correctors of PC sampling, one calling convention
   ``predictor(score_fn, sde, x, t, t_next, generator) -> (x, x_mean)``,
   ``corrector(score_fn, sde, x, t, t_next, snr, generator) -> (x, x_mean)``.
-- ``pc``: ``pc_sample`` (Algorithm 1); ``ode``: ``ode_sample`` (RK45, Euler / Heun in t or sigma,
-  EDM's Heun, DPM-Solver-2 / -3, DPM-Solver++(2M)).
+- step functions ``sample_<method>(score_fn, sde, x, times, generator=None, **options) -> (x, x_mean)``
+  (k-diffusion's shape): ``pc.sample_pc``, the ODE methods of ``ode``, the SDE methods of
+  ``stochastic``.
+- ``methods``: the one table ``METHODS`` (name -> step function, default schedule, NFE per step,
+  kind), ``ODE_METHODS`` / ``SDE_METHODS``, and ``ode_sample`` / ``sde_sample`` over it;
+  ``pc.pc_sample`` (Algorithm 1) over ``sample_pc``.
 
-Every sampler lands on eps; with ``denoise`` its result is one Tweedie step at eps.
+Every sampler lands on its grid's last time; with ``denoise`` its result is the last step's mean
+followed by one Tweedie step there.
 """
 
-from .common import _check_args, _check_finite, _lookup, _start, final_tweedie, tweedie_denoise
-from .ode import (
-    DEFAULT_SCHEDULE,
-    NFE_PER_STEP,
+from .common import check_finite, final_tweedie, finish, tweedie_denoise
+from .methods import (
+    DEFAULT_SIGMA_MIN,
+    METHODS,
     ODE_METHODS,
-    _adaptive_ode,
-    _fixed_step_ode,
-    _sigma_step_ode,
-    dopri5,
+    SDE_METHODS,
+    Method,
     ode_sample,
-    ode_trajectory,
+    sde_sample,
+    trajectory,
 )
-from .pc import pc_sample, pc_trajectory
+from .ode import (
+    dopri5,
+    sample_dpm_solver_2,
+    sample_dpm_solver_3,
+    sample_dpmpp_2m,
+    sample_euler,
+    sample_euler_sigma,
+    sample_heun,
+    sample_heun_sigma,
+    sample_rk45,
+)
+from .pc import pc_sample, pc_trajectory, sample_pc
 from .predictors import (
     CORRECTORS,
     PREDICTORS,
@@ -45,23 +60,16 @@ from .schedules import (
     make_grid,
     time_uniform,
 )
-
-
-def time_grid(sde, steps: int, eps: float, device=None, dtype=None):
-    """Deprecated alias kept for old callers: ``steps`` uniform times T = t_0 > ... = eps.
-
-    Note it has ``steps`` points (the old PC grid); samplers now use ``time_uniform`` (steps + 1).
-    """
-    import torch
-
-    return torch.linspace(sde.T, eps, steps, device=device, dtype=dtype)
-
+from .stochastic import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_edm
 
 __all__ = [
-    "CORRECTORS", "DEFAULT_SCHEDULE", "NFE_PER_STEP", "ODE_METHODS", "PREDICTORS", "SCHEDULES",
-    "_adaptive_ode", "_check_args", "_check_finite", "_fixed_step_ode", "_lookup", "_sigma_step_ode",
-    "_start", "ald", "ancestral", "dopri5", "euler_maruyama", "final_tweedie", "get_schedule",
-    "karras", "langevin", "log_snr", "log_snr_inverse", "logsnr_uniform", "make_grid",
-    "no_corrector", "no_predictor", "ode_sample", "ode_trajectory", "pc_sample", "pc_trajectory",
-    "reverse_diffusion", "time_grid", "time_uniform", "tweedie_denoise",
+    "CORRECTORS", "DEFAULT_SIGMA_MIN", "METHODS", "Method", "ODE_METHODS", "PREDICTORS", "SCHEDULES",
+    "SDE_METHODS", "ald", "ancestral", "check_finite", "dopri5", "euler_maruyama", "final_tweedie",
+    "finish",
+    "get_schedule", "karras", "langevin", "log_snr", "log_snr_inverse", "logsnr_uniform", "make_grid",
+    "no_corrector", "no_predictor", "ode_sample", "pc_sample", "pc_trajectory", "reverse_diffusion",
+    "sample_dpm_solver_2", "sample_dpm_solver_3", "sample_dpmpp_2m", "sample_dpmpp_2m_sde",
+    "sample_dpmpp_3m_sde", "sample_edm", "sample_euler", "sample_euler_sigma", "sample_heun",
+    "sample_heun_sigma", "sample_pc", "sample_rk45", "sde_sample", "time_uniform", "trajectory",
+    "tweedie_denoise",
 ]

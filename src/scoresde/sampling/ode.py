@@ -1,20 +1,11 @@
-"""Samplers of the probability-flow ODE (eq. 13), dx = [f - g^2 score / 2] dt, from T to eps.
+"""Step functions of the probability-flow ODE (eq. 13), dx = [f - g^2 score / 2] dt, from T to eps.
 
-Every SDE here perturbs data as x(t) = a(t) x(0) + s(t) z. Fixed-step methods step along an
-explicit grid (``schedules``):
-
-========================= ============================================ ================= =========
-method                    step                                          default schedule  NFE/step
-========================= ============================================ ================= =========
-``euler`` / ``heun``      Euler / Heun (trapezoidal) in t               time_uniform      1 / 2
-``euler-sigma`` / ``heun-sigma``  the same, in sigma = s / a (EDM)      time_uniform      1 / 2
-``edm-heun``              Heun in sigma (Karras et al. 2022, Alg. 1)    karras (rho = 7)  2
-``dpm-solver-2`` / ``-3`` DPM-Solver-2 / -3 in lambda = log(a / s)      logsnr_uniform    2 / 3
-                          (Lu et al. 2022, Alg. 4 and 5, r = 1/2; 1/3, 2/3)
-``dpmpp-2m``              DPM-Solver++(2M), multistep, data prediction  logsnr_uniform    1
-                          (Lu et al. 2022b, Alg. 2)
-``rk45``                  adaptive Dormand-Prince (rtol, atol)          --                adaptive
-========================= ============================================ ================= =========
+Every SDE here perturbs data as x(t) = a(t) x(0) + s(t) z. Each function steps along an explicit
+decreasing grid ``times`` (``schedules``) with the shape ``sample_<method>(score_fn, sde, x, times,
+generator=None) -> (x, x)`` (deterministic: the last step's mean is x itself). The table of
+methods, their default schedules and NFE per step is ``methods.METHODS``:
+Euler / Heun in t, the same in sigma = s / a (EDM), DPM-Solver-2 / -3 (Lu et al. 2022, Alg. 4
+and 5), DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2) and adaptive RK45.
 """
 
 from __future__ import annotations
@@ -24,42 +15,39 @@ import math
 import torch
 
 from ..sde import SDE
-from ..utils import Generator
-from .common import _check_args, _check_finite, _start, final_tweedie
-from .schedules import log_snr, log_snr_inverse, make_grid
-
-DEFAULT_SCHEDULE = {
-    "heun": "time_uniform", "euler": "time_uniform", "heun-sigma": "time_uniform",
-    "euler-sigma": "time_uniform", "edm-heun": "karras", "dpm-solver-2": "logsnr_uniform",
-    "dpm-solver-3": "logsnr_uniform", "dpmpp-2m": "logsnr_uniform",
-}
-ODE_METHODS = ("rk45", *DEFAULT_SCHEDULE)
-NFE_PER_STEP = {"heun": 2, "euler": 1, "heun-sigma": 2, "euler-sigma": 1, "edm-heun": 2,
-                "dpm-solver-2": 2, "dpm-solver-3": 3, "dpmpp-2m": 1}
+from .schedules import log_snr, log_snr_inverse
 
 
-def _fixed_step_ode(drift, x, times, method, clock=None):
-    """Euler or Heun (trapezoidal) steps on dx/ds = drift(x, t) along ``times``; returns (x, nfe).
+def _pf_drift(score_fn, sde: SDE):
+    """The probability-flow drift f - g^2 score / 2 of eq. 13."""
+    rsde = sde.reverse(score_fn, probability_flow=True)
+    return lambda y, t: rsde.sde(y, t)[0]
 
-    The independent variable is s = clock(t) (t itself when ``clock`` is None): the grid is given
-    in t, the step size is clock(t_{i+1}) - clock(t_i).
-    """
-    nfe = 0
-    B = x.shape[0]
+
+def _euler_heun_t(score_fn, sde: SDE, x, times, heun: bool):
+    """Euler or Heun (trapezoidal) steps in t on dx/dt = f - g^2 score / 2 along ``times``."""
+    drift, B = _pf_drift(score_fn, sde), x.shape[0]
     for t0, t1 in zip(times[:-1], times[1:], strict=True):
-        h = t1 - t0 if clock is None else clock(t1) - clock(t0)
+        h = t1 - t0
         d0 = drift(x, t0.expand(B))
         x_next = x + h * d0
-        nfe += 1
-        if "heun" in method:
-            d1 = drift(x_next, t1.expand(B))
-            x_next = x + h * 0.5 * (d0 + d1)
-            nfe += 1
+        if heun:
+            x_next = x + h * 0.5 * (d0 + drift(x_next, t1.expand(B)))
         x = x_next
-    return x, nfe
+    return x, x
 
 
-def _sigma_step_ode(score_fn, sde: SDE, x, times, method):
+def sample_euler(score_fn, sde: SDE, x, times, generator=None):
+    """Euler steps in t on the probability-flow ODE (eq. 13); 1 NFE per step."""
+    return _euler_heun_t(score_fn, sde, x, times, heun=False)
+
+
+def sample_heun(score_fn, sde: SDE, x, times, generator=None):
+    """Heun (trapezoidal) steps in t on the probability-flow ODE (eq. 13); 2 NFE per step."""
+    return _euler_heun_t(score_fn, sde, x, times, heun=True)
+
+
+def _sigma_steps(score_fn, sde: SDE, x, times, heun: bool):
     """Euler / Heun on the probability-flow ODE in noise-level coordinates (Karras et al. 2022).
 
     x_hat = x / a(t) is the data plus noise of level sigma = s(t) / a(t), and eq. 13 becomes
@@ -68,7 +56,7 @@ def _sigma_step_ode(score_fn, sde: SDE, x, times, method):
     accurate than one of the same size in t; for VE (a = 1) the x coordinates are unchanged.
     """
     B = x.shape[0]
-    a, s, _ = _grid_coefficients(sde, times)
+    a, s, _ = grid_coefficients(sde, times)
     sigma = [si / ai for si, ai in zip(s, a, strict=True)]
 
     def drift(x_hat, i):
@@ -79,13 +67,24 @@ def _sigma_step_ode(score_fn, sde: SDE, x, times, method):
         h = sigma[i + 1] - sigma[i]
         d0 = drift(x_hat, i)
         x_next = x_hat + h * d0
-        if "heun" in method:
+        if heun:
             x_next = x_hat + (0.5 * h) * (d0 + drift(x_next, i + 1))
         x_hat = x_next
-    return (x_hat if a[-1] == 1.0 else a[-1] * x_hat), (1 + ("heun" in method)) * (len(times) - 1)
+    x = x_hat if a[-1] == 1.0 else a[-1] * x_hat
+    return x, x
 
 
-def _grid_coefficients(sde: SDE, times: torch.Tensor) -> tuple[list, list, list]:
+def sample_euler_sigma(score_fn, sde: SDE, x, times, generator=None):
+    """Euler steps in the noise level sigma = s / a (EDM's parametrisation); 1 NFE per step."""
+    return _sigma_steps(score_fn, sde, x, times, heun=False)
+
+
+def sample_heun_sigma(score_fn, sde: SDE, x, times, generator=None):
+    """Heun steps in sigma (Karras et al. 2022, Algorithm 1 on the given grid); 2 NFE per step."""
+    return _sigma_steps(score_fn, sde, x, times, heun=True)
+
+
+def grid_coefficients(sde: SDE, times: torch.Tensor) -> tuple[list, list, list]:
     """a(t_i), s(t_i), lambda(t_i) of every grid time as Python floats (float64), computed once:
     the solver loops then do no per-step tensor bookkeeping beyond the update itself."""
     t = times.detach().to(torch.float64)
@@ -108,7 +107,7 @@ def _dpm_solver(score_fn, sde: SDE, x, times, order: int):
     of eps_theta in lambda at intermediate points s_k = t(lambda_s + r_k h).
     """
     B = x.shape[0]
-    a, s, lam = _grid_coefficients(sde, times)
+    a, s, lam = grid_coefficients(sde, times)
     r1, r2 = (0.5, None) if order == 2 else (1.0 / 3.0, 2.0 / 3.0)
     t1, a1, s1 = _stage_times(sde, lam, r1, times)
     if order == 3:
@@ -130,10 +129,20 @@ def _dpm_solver(score_fn, sde: SDE, x, times, order: int):
         u2 = (a2[i] / a[i]) * x - s2[i] * math.expm1(r2 * h) * eps_s - (r2 / r1) * s2[i] * phi_22 * d1
         d2 = eps_theta(u2, t2[i], s2[i]) - eps_s
         x = (a[i + 1] / a[i]) * x - s[i + 1] * phi_1 * eps_s - (1.0 / r2) * s[i + 1] * phi_2 * d2
-    return x, order * (len(times) - 1)
+    return x, x
 
 
-def _dpmpp_2m(score_fn, sde: SDE, x, times):
+def sample_dpm_solver_2(score_fn, sde: SDE, x, times, generator=None):
+    """DPM-Solver-2 (Lu et al. 2022, Algorithm 4, r_1 = 1/2); 2 NFE per step."""
+    return _dpm_solver(score_fn, sde, x, times, 2)
+
+
+def sample_dpm_solver_3(score_fn, sde: SDE, x, times, generator=None):
+    """DPM-Solver-3 (Lu et al. 2022, Algorithm 5, r_1 = 1/3, r_2 = 2/3); 3 NFE per step."""
+    return _dpm_solver(score_fn, sde, x, times, 3)
+
+
+def sample_dpmpp_2m(score_fn, sde: SDE, x, times, generator=None):
     """Multistep DPM-Solver++(2M) with data prediction x0_theta = (x + s^2 score) / a (Lu et al.
     2022b, Algorithm 2).
 
@@ -141,7 +150,7 @@ def _dpmpp_2m(score_fn, sde: SDE, x, times):
     r = h_prev / h; the first step is first order (D = x0_s). One NFE per step.
     """
     B = x.shape[0]
-    a, s, lam = _grid_coefficients(sde, times)
+    a, s, lam = grid_coefficients(sde, times)
     prev = h_prev = None
     for i in range(len(times) - 1):
         h = lam[i + 1] - lam[i]
@@ -153,19 +162,19 @@ def _dpmpp_2m(score_fn, sde: SDE, x, times):
             d = (1 + half_inv_r) * x0 - half_inv_r * prev
         x = (s[i + 1] / s[i]) * x - a[i + 1] * math.expm1(-h) * d
         prev, h_prev = x0, h
-    return x, len(times) - 1
+    return x, x
 
 
-def _adaptive_ode(drift, x, t0, t1, rtol, atol):
-    """Dormand-Prince RK45 (torchdiffeq ``dopri5``) on the tensor's own device; returns (x, nfe)."""
-    count = [0]
-    B = x.shape[0]
-
-    def func(t, y):
-        count[0] += 1
-        return drift(y, t.expand(B))
-
-    return dopri5(func, x, t0, t1, rtol, atol, "ode_sample")[-1], count[0]
+def sample_rk45(score_fn, sde: SDE, x, times, generator=None, rtol: float = 1e-5, atol: float = 1e-5):
+    """Adaptive Dormand-Prince RK45 (torchdiffeq ``dopri5``) from ``times[0]`` to ``times[-1]`` on the
+    tensor's own device (no host round trips); the step sizes are shared by the batch."""
+    drift, B = _pf_drift(score_fn, sde), x.shape[0]
+    for name, tol in (("rtol", rtol), ("atol", atol)):
+        if not tol > 0:
+            raise ValueError(f"{name} must be > 0, got {tol}")
+    x = dopri5(lambda t, y: drift(y, t.expand(B)), x, times[0].item(), times[-1].item(), rtol, atol,
+               "ode_sample")[-1]
+    return x, x
 
 
 def dopri5(func, y0, t0, t1, rtol, atol, what):
@@ -189,69 +198,3 @@ def dopri5(func, y0, t0, t1, rtol, atol, what):
         ) from None
 
 
-def ode_sample(
-    score_fn,
-    sde: SDE,
-    shape,
-    method: str = "rk45",
-    steps: int | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    eps: float | None = None,
-    denoise: bool = False,
-    generator: Generator = None,
-    device=None,
-    dtype=None,
-    schedule=None,
-    x_T: torch.Tensor | None = None,
-):
-    """Sample by integrating the probability-flow ODE (eq. 13) from T to eps.
-
-    ``method``: ``rk45`` (adaptive, rtol / atol) or a fixed-step method of the module table with
-    ``steps`` steps along ``schedule`` (a name of ``SCHEDULES``, a schedule function or an explicit
-    grid; None picks the method's default). With ``denoise`` a final Tweedie step maps x(eps) to
-    E[x(0) | x(eps)] (one more NFE). ``x_T`` is a given prior draw. Returns ``(samples, nfe)``.
-    """
-    x, nfe = ode_trajectory(score_fn, sde, shape, method, steps, rtol, atol, eps, generator, device,
-                            dtype, schedule=schedule, x_T=x_T)
-    if denoise:
-        x, nfe = final_tweedie(score_fn, sde, x, eps, schedule), nfe + 1
-    return _check_finite(x, "ode_sample"), nfe
-
-
-def ode_trajectory(
-    score_fn,
-    sde: SDE,
-    shape,
-    method: str = "rk45",
-    steps: int | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    eps: float | None = None,
-    generator: Generator = None,
-    device=None,
-    dtype=None,
-    schedule=None,
-    x_T: torch.Tensor | None = None,
-):
-    """x(eps) from the probability-flow ODE (eq. 13) started at x_T or a prior draw; ``(x, nfe)``."""
-    if method not in ODE_METHODS:
-        raise ValueError(f"unknown ODE method {method!r}; choose one of {', '.join(ODE_METHODS)}")
-    eps = sde.sampling_eps if eps is None else eps
-    steps = sde.N if steps is None else int(steps)
-    _check_args(sde, steps, eps)
-    x = _start(sde, shape, generator, device, dtype, x_T)
-    if method == "rk45":
-        rsde = sde.reverse(score_fn, probability_flow=True)
-        end = schedule[-1].item() if isinstance(schedule, torch.Tensor) else eps
-        return _adaptive_ode(lambda y, t: rsde.sde(y, t)[0], x, sde.T, end, rtol, atol)
-    times = make_grid(sde, DEFAULT_SCHEDULE[method] if schedule is None else schedule, steps, eps,
-                      x.device, x.dtype)
-    if method in ("dpm-solver-2", "dpm-solver-3"):
-        return _dpm_solver(score_fn, sde, x, times, int(method[-1]))
-    if method == "dpmpp-2m":
-        return _dpmpp_2m(score_fn, sde, x, times)
-    if method.endswith("-sigma") or method == "edm-heun":
-        return _sigma_step_ode(score_fn, sde, x, times, method)
-    rsde = sde.reverse(score_fn, probability_flow=True)
-    return _fixed_step_ode(lambda y, t: rsde.sde(y, t)[0], x, times, method)

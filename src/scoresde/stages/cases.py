@@ -1,6 +1,7 @@
 """Sampler cases of the sweep: names, file-name patterns and the call into the library.
 
-A case is ``{sampler}_{steps}_{denoise}``, e.g. ``pc_100_tweedie`` or ``ode-rk45_adaptive_none``:
+A case is ``{sampler}_{steps}_{denoise}``, e.g. ``pc_100_tweedie``, ``ode-rk45_adaptive_none`` or
+``sde-edm_5_tweedie``. The samplers:
 
 ========== =========================================================== =========
 sampler    meaning                                                     steps
@@ -10,46 +11,36 @@ p          reverse-diffusion predictor only (eq. 46)                   integer
 c          Langevin corrector only                                     integer
 em         Euler-Maruyama predictor only                               integer
 ancestral  ancestral-sampling predictor only (eq. 47)                  integer
-ode-rk45   probability-flow ODE (eq. 13), adaptive RK45                adaptive
-ode-heun   probability-flow ODE, fixed-step Heun                       integer
-ode-euler  probability-flow ODE, fixed-step Euler                      integer
-ode-heun-sigma   the same t grid, Heun steps in the noise level (EDM)  integer
-ode-euler-sigma  the same t grid, Euler steps in the noise level       integer
-ode-edm-heun     EDM's Heun in the noise level, Karras grid (rho 7)    integer (2 NFE each)
-ode-dpm-solver-2 DPM-Solver-2, log-SNR-uniform grid                    integer (2 NFE each)
-ode-dpm-solver-3 DPM-Solver-3, log-SNR-uniform grid                    integer (3 NFE each)
-ode-dpmpp-2m     DPM-Solver++(2M), log-SNR-uniform grid                integer (1 NFE each)
+ode-{m}    probability-flow ODE method m of ``sampling.ODE_METHODS``   integer (``ode-rk45``: adaptive)
+sde-{m}    fast reverse-SDE method m of ``sampling.SDE_METHODS``       integer
 ========== =========================================================== =========
 
+``ode-`` and ``sde-`` names come from the one method table ``scoresde.sampling.METHODS`` (default
+schedule and NFE per step there: ``sde-edm_5`` is 10 NFE, ``ode-dpm-solver-3_3`` 9).
 The sweep is samplers x steps x denoise, plus ``extra`` cases ``{sampler}_{steps}`` (each with
 every denoise setting): solvers with several NFE per step run at the steps that give a target
-NFE (``ode-dpm-solver-3_3`` is 9 NFE), and a long reference such as ``pc_1000``.
+NFE, and a long reference such as ``pc_1000``.
 
-``denoise`` is ``tweedie`` (a final Tweedie step, the last update's mean) or ``none``.
+``denoise`` is ``tweedie`` (the last step's mean, then a final Tweedie step) or ``none``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-# sampler -> (predictor or ODE method, corrector); corrector None marks an ODE sampler.
-SAMPLERS: dict[str, tuple[str, str | None]] = {
+from scoresde.sampling import METHODS
+
+PC_SAMPLERS: dict[str, tuple[str, str]] = {
     "pc": ("reverse_diffusion", "langevin"),
     "p": ("reverse_diffusion", "none"),
     "c": ("none", "langevin"),
     "em": ("euler_maruyama", "none"),
     "ancestral": ("ancestral", "none"),
-    "ode-rk45": ("rk45", None),
-    "ode-heun": ("heun", None),
-    "ode-euler": ("euler", None),
-    "ode-heun-sigma": ("heun-sigma", None),
-    "ode-euler-sigma": ("euler-sigma", None),
-    "ode-edm-heun": ("edm-heun", None),
-    "ode-dpm-solver-2": ("dpm-solver-2", None),
-    "ode-dpm-solver-3": ("dpm-solver-3", None),
-    "ode-dpmpp-2m": ("dpmpp-2m", None),
 }
-ADAPTIVE = ("ode-rk45",)
+# sampler -> (predictor or ODE / SDE method, corrector); corrector None marks a method of METHODS.
+SAMPLERS: dict[str, tuple[str, str | None]] = {
+    **PC_SAMPLERS, **{f"{m.kind}-{name}": (name, None) for name, m in METHODS.items()}}
+ADAPTIVE = tuple(f"{m.kind}-{name}" for name, m in METHODS.items() if m.nfe_per_step is None)
 DENOISE = ("tweedie", "none")
 
 
@@ -127,6 +118,17 @@ def wildcard_constraints() -> dict[str, str]:
     }
 
 
+def sampler_options(sample: dict, sde: str, sampler: str) -> dict:
+    """The options of an ``sde-`` sampler for one SDE from the ``sample`` parameters
+    (``sde_options.{sde}.{method}``, its grid ``schedule`` included; a null value leaves the
+    library default); {} otherwise."""
+    method, corrector = check_sampler(sampler)
+    if corrector is not None or METHODS[method].kind != "sde":
+        return {}
+    given = sample.get("sde_options", {}).get(sde, {}).get(method, {})
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def describe(sampler: str, steps: int | None, denoise: bool) -> dict:
     """The case fields recorded in every sample / FID JSON."""
     predictor, corrector = check_sampler(sampler)
@@ -137,19 +139,29 @@ def describe(sampler: str, steps: int | None, denoise: bool) -> dict:
 def run_sampler(score_fn, sde, shape, sampler: str, steps: int | None,
                 denoise: Sequence[bool], *, snr: float, corrector_steps: int = 1,
                 eps: float | None = None, rtol: float = 1e-5, atol: float = 1e-5,
-                generator=None, device=None) -> dict[bool, tuple]:
+                sigma_min: float | None = None, options: dict | None = None,
+                schedule: str | None = None, generator=None, device=None) -> dict[bool, tuple]:
     """Draw samples (model space) with one case's sampler: ``{denoise: (samples, nfe)}`` for
-    each setting in `denoise`, all from one trajectory (Tweedie on / off share every step but
-    the last, so the pair costs one run)."""
-    from scoresde.sampling import _check_finite, final_tweedie, ode_trajectory, pc_trajectory
+    each setting in `denoise`, all from one trajectory (Tweedie on / off share every step;
+    Tweedie maps the last step's mean). ``options``: the ``sde-`` method's own options;
+    ``sigma_min``: where ``ode-`` / ``sde-`` grids end (None: the library's default);
+    ``schedule``: their grid (None: the method's default)."""
+    from scoresde.sampling import finish, pc_trajectory, trajectory
 
-    predictor, corrector = check_sampler(sampler)
+    method, corrector = check_sampler(sampler)
     if corrector is not None:
-        x, nfe = pc_trajectory(score_fn, sde, shape, steps, predictor, corrector, snr,
-                               corrector_steps, eps, generator, device)
+        x, x_mean, t_end, nfe = pc_trajectory(score_fn, sde, shape, steps, method, corrector, snr,
+                                              corrector_steps, eps, generator, device)
     else:
-        x, nfe = ode_trajectory(score_fn, sde, shape, method=predictor, steps=steps, rtol=rtol,
-                                atol=atol, eps=eps, generator=generator, device=device)
-    what = "ode_sample" if corrector is None else "pc_sample"
-    return {d: (_check_finite(final_tweedie(score_fn, sde, x, eps) if d else x, what),
-                nfe + int(d)) for d in denoise}
+        extra = {"rtol": rtol, "atol": atol} if METHODS[method].nfe_per_step is None else {}
+        options = dict(options or {})
+        schedule = options.pop("schedule", schedule)
+        x, x_mean, t_end, nfe = trajectory(score_fn, sde, shape, method, steps, schedule, eps=eps,
+                                           sigma_min=sigma_min, generator=generator, device=device,
+                                           **extra, **options)
+    what = f"{sampler} sampling"
+    out = {}
+    for d in denoise:
+        sample, n = finish(score_fn, sde, x, x_mean, t_end, d, what)
+        out[d] = (sample, nfe + n)
+    return out

@@ -297,7 +297,7 @@ STAGE_KEYS = {
     "report": GROUPS,
     "train-classifier": ("data.centered", "model.fourier_scale", "sde", "train.dequantize",
                          "controllable.classifier"),
-    "conditional-sample": ("controllable.conditional", "sample.snr"),
+    "conditional-sample": ("controllable.conditional", "sample.sigma_min", "sample.sde_options"),
     "inpaint": ("controllable.inpaint", "sample.snr"),
     "colorize": ("controllable.inpaint", "sample.snr"),  # inpainting's methods, steps, options
     "inverse": ("controllable.inverse",),

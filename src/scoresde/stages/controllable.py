@@ -230,7 +230,8 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
     from scoresde.losses import get_score_fn
     from scoresde.metrics import classifier_accuracy, load_feature_extractor
     from scoresde.models.classifier import class_log_prob
-    from scoresde.sampling import pc_sample
+    from scoresde.sampling import sde_sample
+    from scoresde.stages.cases import sampler_options
     from scoresde.utils import pick_device
 
     cc = params["controllable"]["conditional"]
@@ -250,9 +251,10 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
             gens = [seeded_generator(cc["seed"], "controllable", k, i, device=device)
                     for i in range(cc["n_per_class"])]
             with torch.no_grad():
-                x, nfe = pc_sample(score, sde, (cc["n_per_class"], *shape), steps=cc["steps"],
-                                   snr=params["sample"]["snr"][sde.name], generator=gens,
-                                   device=device)
+                x, nfe = sde_sample(score, sde, (cc["n_per_class"], *shape), cc["method"], cc["steps"],
+                                    generator=gens, device=device,
+                                    sigma_min=params["sample"]["sigma_min"][sde.name],
+                                    **sampler_options(params["sample"], sde.name, f"sde-{cc['method']}"))
             images.append(images_from_model(x, meta))
             labels.append(torch.full((cc["n_per_class"],), k, dtype=torch.long))
     images, labels = torch.cat(images), torch.cat(labels)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scoresde.stages.cases import case_name, describe, parse_denoise, parse_steps
+from scoresde.stages.cases import case_name, describe, parse_denoise, parse_steps, sampler_options
 from scoresde.stages.common import (
     draw_samples,
     load_score_model,
@@ -93,17 +93,19 @@ def draw_trajectory(params: dict, model, sde, meta: dict, sampler: str, steps: i
     sample = params["sample"]
     flags = [parse_denoise(d) for d in denoise]
     snr = sample["snr"][sde.name]
+    options = sampler_options(sample, sde.name, sampler)
     images, nfe, seconds = draw_samples(
         model, sde, meta, sampler, steps, flags, sample["n_samples"], sample["batch_size"],
         sample["seed"], device, first=seed_index * sample["n_samples"], snr=snr,
         corrector_steps=sample["corrector_steps"], eps=sample["eps"], rtol=sample["rtol"],
-        atol=sample["atol"])
+        atol=sample["atol"], sigma_min=sample["sigma_min"][sde.name], options=options)
     records = []
     for name, flag, path, meta_path in zip(denoise, flags, out, meta_out, strict=True):
         record = {"dataset": meta["dataset"], "sde": sde.name,
                   **describe(sampler, steps, flag),
                   "nfe": nfe[flag], "seconds": round(seconds, 3),
                   "n_samples": len(images[flag]), "snr": snr, "seed_index": seed_index,
+                  "options": options, "sigma_min": sample["sigma_min"][sde.name],
                   "trajectory_shared_by": list(denoise),
                   "checkpoint_step": meta.get("step"), "device": str(device)}
         save_tensors(path, {"images": images[flag]})
