@@ -423,3 +423,67 @@ def test_import_official_library_refuses_levels(released, tmp_path):
         official.import_official(released / "checkpoint_7.pth", tmp_path / "best.pt",
                                  config=tiny("vp"), sde="vp", image_size=16, levels=0)
     assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- library: samplers and inpainting
+
+def _library_cases():
+    from scoresde import VPSDE, ode_sample, pc_sample, sde_sample, solve_inverse
+    from scoresde.controllable import inpaint
+
+    sde, shape = VPSDE(), (4, 2)
+    y, mask = torch.zeros(4, 2), torch.tensor([[1.0, 0.0]]).expand(4, 2).contiguous()
+    nan, inf = torch.full(shape, float("nan")), torch.full(shape, float("inf"))
+    A = torch.tensor([[1.0, 0.0]])
+    return {
+        "pc steps 2.7": ("steps", lambda s: pc_sample(s, sde, shape, steps=2.7)),
+        "pc steps 0": ("steps", lambda s: pc_sample(s, sde, shape, steps=0)),
+        "pc corrector_steps 1.5": ("corrector_steps", lambda s: pc_sample(
+            s, sde, shape, steps=3, corrector_steps=1.5)),
+        "pc snr nan": ("snr", lambda s: pc_sample(s, sde, shape, steps=3, snr=float("nan"))),
+        "pc snr -0.1": ("snr", lambda s: pc_sample(s, sde, shape, steps=3, snr=-0.1)),
+        "pc x_T nan": ("x_T", lambda s: pc_sample(s, sde, shape, steps=3, x_T=nan)),
+        "pc eps 2": ("eps", lambda s: pc_sample(s, sde, shape, steps=3, eps=2.0)),
+        "ode rtol -1": ("rtol", lambda s: ode_sample(s, sde, shape, method="rk45", rtol=-1)),
+        "ode rtol 0": ("rtol", lambda s: ode_sample(s, sde, shape, method="rk45", rtol=0, atol=0)),
+        "ode x_T inf": ("x_T", lambda s: ode_sample(s, sde, shape, method="heun", steps=3, x_T=inf)),
+        "ode steps 2.7": ("steps", lambda s: ode_sample(s, sde, shape, method="heun", steps=2.7)),
+        "ode method": ("ode-heun", lambda s: ode_sample(s, sde, shape, method="ode-heun", steps=3)),
+        "sde steps 2.7": ("steps", lambda s: sde_sample(s, sde, shape, "edm", 2.7)),
+        "sde x_T nan": ("x_T", lambda s: sde_sample(s, sde, shape, "edm", 3, x_T=nan)),
+        "sde S_churn -1": ("S_churn", lambda s: sde_sample(s, sde, shape, "edm", 3, S_churn=-1.0)),
+        "sde eta 2": ("eta", lambda s: sde_sample(s, sde, shape, "dpmpp-2m-sde", 3, eta=2.0)),
+        "sde option typo": ("etta", lambda s: sde_sample(s, sde, shape, "dpmpp-2m-sde", 3, etta=0.5)),
+        "inpaint snr -1": ("snr", lambda s: inpaint(s, sde, y, mask, 3, snr=-1.0)),
+        "inpaint snr nan": ("snr", lambda s: inpaint(s, sde, y, mask, 3, snr=float("nan"))),
+        "inpaint steps 2.7": ("steps", lambda s: inpaint(s, sde, y, mask, 2.7)),
+        "inpaint y nan": ("y", lambda s: inpaint(s, sde, nan, mask, 3)),
+        "inpaint particles 2.7": ("particles", lambda s: inpaint(
+            s, sde, y, mask, 3, method="smc", particles=2.7)),
+        "inpaint smc typo": ("particls", lambda s: inpaint(s, sde, y, mask, 3, method="smc",
+                                                           particls=2)),
+        "inpaint jump 0": ("jump", lambda s: inpaint(s, sde, y, mask, 3, method="repaint", jump=0)),
+        "inpaint method": ("smcc", lambda s: inpaint(s, sde, y, mask, 3, method="smcc")),
+        "inverse noise_std -1": ("noise_std", lambda s: solve_inverse(
+            s, sde, torch.zeros(4, 1), A, -1.0, 3)),
+        "inverse particles 0": ("particles", lambda s: solve_inverse(
+            s, sde, torch.zeros(4, 1), A, 0.1, 3, method="smc", particles=0)),
+    }
+
+
+LIBRARY_CASES = _library_cases()
+
+
+@pytest.mark.parametrize("case", sorted(LIBRARY_CASES))
+def test_library_refuses_bad_arguments_before_any_score_evaluation(case):
+    name, call = LIBRARY_CASES[case]
+    calls = []
+
+    def score(x, t):
+        calls.append(1)
+        return -x
+
+    with pytest.raises(ValueError, match=name) as err:
+        call(score)
+    assert calls == [], f"{case}: {len(calls)} score evaluations before the refusal"
+    assert "\n" not in str(err.value)

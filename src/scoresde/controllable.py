@@ -34,7 +34,16 @@ import torch
 
 from .inverse import gaussian_kernel, particle_filter, systematic_resample
 from .sampling import CORRECTORS, PREDICTORS, time_uniform
-from .sampling.common import _check_args, _lookup, check_finite, final_tweedie
+from .sampling.common import (
+    _check_args,
+    _lookup,
+    check_finite,
+    check_finite_input,
+    check_int,
+    check_options,
+    check_range,
+    final_tweedie,
+)
 from .sde import SDE
 from .utils import append_dims, randn
 
@@ -91,10 +100,17 @@ def _observed_draw(sde: SDE, y, t, generator):
     return mean + append_dims(std, y.ndim) * randn(y.shape, generator, y.device, y.dtype), mean
 
 
-def _check_inpaint(sde, y, mask, steps, eps, method):
+def _check_inpaint(sde, y, mask, steps, eps, method, snr=0.0, options=None):
     _lookup(dict.fromkeys(METHODS), method, "inpainting method")
+    allowed = {"replace": (), "repaint": ("jump", "resample"), "smc": ("particles", "ess_threshold")}
+    check_options(method, options or {}, allowed[method])
     eps = sde.sampling_eps if eps is None else float(eps)
     _check_args(sde, steps, eps)
+    check_range("snr", snr, 0.0)
+    check_finite_input("y", y)
+    for name in ("jump", "resample", "particles"):
+        if name in (options or {}):
+            check_int(name, options[name], 1)
     return check_mask(y, mask), eps
 
 
@@ -113,7 +129,7 @@ def inpaint(score_fn, sde: SDE, y: torch.Tensor, mask: torch.Tensor, steps: int,
     (default 0.5; resample when ESS < threshold * particles); ``smc`` uses no corrector and needs
     ``predictor`` ``reverse_diffusion`` or ``ancestral`` (its Gaussian backward kernel).
     """
-    mask, eps = _check_inpaint(sde, y, mask, steps, eps, method)
+    mask, eps = _check_inpaint(sde, y, mask, steps, eps, method, snr, method_options)
     if method == "smc":
         x, nfe = _smc(score_fn, sde, y, mask, int(steps), predictor, eps, denoise, generator,
                       **method_options)

@@ -25,10 +25,27 @@ def _lookup(table: dict, name: str, kind: str):
 
 
 def _check_args(sde: SDE, steps: int, eps: float):
-    if int(steps) < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if not 0 < eps < sde.T:
+    check_int("steps", steps, 1)
+    if not 0 < float(eps) < sde.T:
         raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps}")
+
+
+def check_int(name: str, value, minimum: int) -> int:
+    """``value`` as an int, or a ValueError naming the option when it is not a whole number
+    >= ``minimum`` (2.7, True, NaN and strings are refused, never truncated)."""
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if not whole and isinstance(value, float) and math.isfinite(value) and value == int(value):
+        whole = True
+    if not whole or int(value) < minimum:
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_finite_input(name: str, x: torch.Tensor) -> torch.Tensor:
+    """``x`` unchanged, or a ValueError naming the argument when it holds NaN / Inf."""
+    if not torch.isfinite(torch.as_tensor(x)).all():
+        raise ValueError(f"{name} holds NaN or Inf values; pass finite numbers")
+    return x
 
 
 def check_finite(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -43,6 +60,7 @@ def check_finite(x: torch.Tensor, what: str) -> torch.Tensor:
 def _start(sde, shape, generator, device, dtype, x_T=None):
     """The starting point at t = T: ``x_T`` when given (a fixed prior draw), else a prior draw."""
     if x_T is not None:
+        check_finite_input("x_T", x_T)
         if tuple(x_T.shape) != tuple(shape):
             raise ValueError(f"x_T has shape {tuple(x_T.shape)} but the samples have shape {tuple(shape)}; "
                              "pass a prior draw of the sample shape")

@@ -31,7 +31,7 @@ import torch
 
 from ..sde import SDE
 from ..utils import Generator
-from .common import _check_args, _lookup, check_options, end_time, finish, run_steps
+from .common import _check_args, _lookup, check_int, check_options, end_time, finish, run_steps
 from .ode import (
     sample_dpm_solver_2,
     sample_dpm_solver_3,
@@ -109,7 +109,7 @@ def trajectory(score_fn, sde: SDE, shape, method: str, steps: int | None = None,
     spec = _lookup(table, method, f"{(kind or 'sampling').upper() if kind else 'sampling'} method")
     check_options(method, options, spec.options)
     eps = sde.sampling_eps if eps is None else eps
-    steps = sde.N if steps is None else int(steps)
+    steps = sde.N if steps is None else check_int("steps", steps, 1)
     _check_args(sde, steps, eps)
     t_end = grid_end(sde, method, eps, sigma_min, schedule)
 

@@ -7,7 +7,7 @@ from tqdm.auto import tqdm
 
 from ..sde import SDE
 from ..utils import Generator
-from .common import _check_args, _lookup, check_range, finish, run_steps
+from .common import _check_args, _lookup, check_int, check_range, finish, run_steps
 from .predictors import CORRECTORS, PREDICTORS
 from .schedules import make_grid
 
@@ -26,7 +26,7 @@ def sample_pc(score_fn, sde: SDE, x, times, generator=None, predictor: str = "re
     predict = _lookup(PREDICTORS, predictor, "predictor")
     correct = _lookup(CORRECTORS, corrector, "corrector")
     check_range("snr", snr, 0.0)
-    check_range("corrector_steps", corrector_steps, 0)
+    check_int("corrector_steps", corrector_steps, 0)
     B, x_mean = x.shape[0], x
     corrector_only = predictor == "none"
     for i in tqdm(range(len(times) - 1), disable=not progress, desc=f"{predictor}+{corrector}", leave=False):
@@ -43,13 +43,13 @@ def pc_trajectory(score_fn, sde: SDE, shape, steps: int | None = None, predictor
                   eps: float | None = None, generator: Generator = None, device=None, dtype=None,
                   progress: bool = False, schedule="time_uniform", x_T: torch.Tensor | None = None):
     """Algorithm 1 from x_T or a prior draw: ``(x, x_mean, t_end, nfe)`` at the grid's last time."""
-    steps = sde.N if steps is None else int(steps)
+    steps = sde.N if steps is None else check_int("steps", steps, 1)
     eps = sde.sampling_eps if eps is None else eps
     _check_args(sde, steps, eps)
     _lookup(PREDICTORS, predictor, "predictor")
     _lookup(CORRECTORS, corrector, "corrector")
     check_range("snr", snr, 0.0)
-    check_range("corrector_steps", corrector_steps, 0)
+    check_int("corrector_steps", corrector_steps, 0)
     return run_steps(sample_pc, score_fn, sde, shape,
                      lambda device, dtype: make_grid(sde, schedule, steps, eps, device, dtype),
                      generator, device, dtype, x_T, predictor=predictor, corrector=corrector, snr=snr,
