@@ -74,12 +74,12 @@ def start_and_signal(data: Path, out: Path, sig: int) -> subprocess.CompletedPro
     """Start training in a real process; send `sig` once the first snapshot exists."""
     cmd = [sys.executable, "-m", "scoresde", *map(str, train_args(data, out))]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # generous: a loaded machine trains slowly
     while not (out / "resume/step_20.pt").exists() and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.005)
     proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=600)
     return subprocess.CompletedProcess(cmd, proc.returncode, "", stderr)
 
 

@@ -100,12 +100,12 @@ def start_and_signal(data: Path, out: Path, sig: int, after: str = "resume/step_
     cmd = [sys.executable, "-m", "scoresde",
            *map(str, train_args(data, out, "train.processes=2"))]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600  # generous: a loaded machine trains slowly
     while not (out / after).exists() and time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read()
         time.sleep(0.005)
     proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=300)
+    _, stderr = proc.communicate(timeout=600)
     return proc.returncode, stderr
 
 
