@@ -183,8 +183,9 @@ def module_path(module: str) -> str:
 
 
 def direct_imports(path: str) -> set[str]:
-    """Files of the scoresde modules a file imports (at any depth of its code)."""
-    text = (ROOT / path).read_text()
+    """Files of the scoresde modules a file (or a package's files) imports, at any depth."""
+    files = sorted((ROOT / path).glob("*.py")) if (ROOT / path).is_dir() else [ROOT / path]
+    text = "\n".join(f.read_text() for f in files)
     found = set()
     pattern = r"^\s*from (scoresde(?:\.\w+)*) import (?:\(([^)]*)\)|([\w, ]+))"
     for pkg, grouped, names in re.findall(pattern, text, re.M):

@@ -26,7 +26,7 @@ def test_seed_stream_is_the_seed_sequence_spawn_tree():
     documented position: numpy guarantees SeedSequence's output, so streams are stable."""
     # append only: a position is part of every stream
     assert SEED_PURPOSES == ("data", "train-init", "train-batches", "train-noise", "sample",
-                             "likelihood", "classifier", "controllable")
+                             "likelihood", "classifier", "controllable", "inverse")
     for seed, (p, purpose), i in itertools.product((0, 7), enumerate(SEED_PURPOSES), (0, 3)):
         child = np.random.SeedSequence(seed).spawn(len(SEED_PURPOSES))[p].spawn(i + 1)[i]
         assert seed_stream(seed, purpose, i) == int(child.generate_state(1, np.uint64)[0])

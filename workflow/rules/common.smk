@@ -44,6 +44,7 @@ wildcard_constraints:
 # group (res, job_resources) and its shell command from scoresde(stage, arguments).
 ENV = "../envs/scoresde.yaml"
 SDE_JOB = "{dataset}/{sde}"  # the name of a job that runs once per (dataset, SDE)
+INVERSE_JOB = "{dataset}/{sde}/{task}_{method}"  # one inverse-problem job
 
 
 def log_file(rule, job=SDE_JOB):

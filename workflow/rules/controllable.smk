@@ -143,9 +143,9 @@ rule inverse:
         reconstructions="controllable/{dataset}/{sde}/inverse/{task}_{method}.pt",
         metrics="controllable/{dataset}/{sde}/inverse/{task}_{method}.json",
     log:
-        log_file("inverse", SDE_JOB + "/{task}_{method}"),
+        log_file("inverse", INVERSE_JOB),
     benchmark:
-        benchmark_file("inverse", SDE_JOB + "/{task}_{method}")
+        benchmark_file("inverse", INVERSE_JOB)
     wildcard_constraints:
         task="superres|deblur|noisy-projection",
         method="dps|pigdm|smc",

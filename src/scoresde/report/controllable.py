@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from scoresde.report.inverse import caption as inverse_caption
+from scoresde.report.inverse import image_grid as _grid
 from scoresde.report.inverse import plot_inverse
 
 COLUMNS = ["dataset", "sde", "task", "case", "mask", "method", "class", "n", "steps", "nfe",
@@ -47,15 +48,6 @@ def load_rows(files: Sequence[str | os.PathLike]) -> pd.DataFrame:
         if col not in df:
             df[col] = None
     return df[COLUMNS]
-
-
-def _grid(ax, images: torch.Tensor, title: str, cols: int) -> None:
-    from torchvision.utils import make_grid
-
-    grid = make_grid(images.float() / 255.0, nrow=cols, padding=1, pad_value=1.0)
-    ax.imshow(grid.permute(1, 2, 0).numpy().clip(0, 1), cmap="gray", interpolation="nearest")
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
 
 
 def plot_sde(dataset: str, sde: str, base: Path, df: pd.DataFrame):

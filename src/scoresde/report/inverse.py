@@ -14,6 +14,15 @@ MEASUREMENT = {"superres": "2x2 block means, upsampled", "deblur": "blurred",
                "noisy-projection": "back-projection A^T y"}
 
 
+def image_grid(ax, images: torch.Tensor, title: str, cols: int) -> None:
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.float() / 255.0, nrow=cols, padding=1, pad_value=1.0)
+    ax.imshow(grid.permute(1, 2, 0).numpy().clip(0, 1), cmap="gray", interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
 def is_inverse(df: pd.DataFrame) -> pd.Series:
     return df["task"].isin(TASKS)
 
@@ -21,7 +30,6 @@ def is_inverse(df: pd.DataFrame) -> pd.Series:
 def plot_inverse(dataset: str, sde: str, base: Path, df: pd.DataFrame):
     """One panel per task (rows: measurement, each method's reconstructions, ground truth), or
     None without inverse-problem rows."""
-    from scoresde.report.controllable import _grid
 
     sub = df[is_inverse(df)]
     if sub.empty:
@@ -38,7 +46,7 @@ def plot_inverse(dataset: str, sde: str, base: Path, df: pd.DataFrame):
         runs = [torch.load(base / "inverse" / f"{task}_{m}.pt", weights_only=True) for m in methods]
         n = min(8, len(runs[0]["truth"]))
         stack = [runs[0]["measurement"][:n], *(r["images"][:n] for r in runs), runs[0]["truth"][:n]]
-        _grid(ax, torch.cat(stack), f"{task}\nrows: {SHORT[task]}, {', '.join(methods)}, truth", n)
+        image_grid(ax, torch.cat(stack), f"{task}\nrows: {SHORT[task]}, {', '.join(methods)}, truth", n)
     fig.suptitle(f"{dataset}, {sde} SDE: linear inverse problems (held-out test images)", fontsize=10)
     fig.tight_layout()
     return fig

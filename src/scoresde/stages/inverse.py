@@ -78,10 +78,10 @@ def inverse(params: dict, checkpoint: str, test_path: str, extractor: str, refer
             threads: int = 1, expect_sde: str | None = None) -> dict:
     """Solve ``task`` by ``method`` for the first n_images test images; write the reconstructions
     (with the ground truth and the measurement's view) to ``out`` and one metrics row."""
+    from scoresde.data import Levels
     from scoresde.inverse import solve_inverse
     from scoresde.losses import get_score_fn
-    from scoresde.stages.common import levels_to_uint8
-    from scoresde.stages.controllable import _fid, model_space, psnr, ssim
+    from scoresde.stages.controllable import _fid, psnr, ssim
     from scoresde.utils import pick_device
 
     _check(task, method)
@@ -94,8 +94,9 @@ def inverse(params: dict, checkpoint: str, test_path: str, extractor: str, refer
         raise StageError(f"test split {test_path} holds {tuple(test['x'].shape[1:])} images but the "
                          f"score model was trained on {tuple(meta['image_shape'])}; same dataset?")
     n, levels = min(cfg["n_images"], len(test["x"])), int(test["levels"])
-    truth = levels_to_uint8(test["x"][:n], levels)
-    x_true = model_space(test["x"][:n], levels, meta["centered"], meta["dequantize"])
+    level_map = Levels(levels, bool(meta["centered"]), bool(meta["dequantize"]))
+    truth = level_map.to_uint8(test["x"][:n])
+    x_true = level_map.to_model(test["x"][:n], u=0.5)  # the cells' centres
     op = make_operator(task, tuple(x_true.shape[1:]), cfg["seed"])
     noise = torch.randn(op.forward(x_true).shape, generator=seeded_generator(cfg["seed"], "inverse", 0))
     y = (op.forward(x_true) + cfg["noise_std"] * noise).to(device)
