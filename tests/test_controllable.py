@@ -177,8 +177,8 @@ def test_colorize_keeps_the_grey_level():
         (torch.full((2, 2), 0.5), {}, "only 0 .missing. and 1"),
         (torch.ones(2, 2), {"method": "magic"}, "unknown inpainting method"),
         (torch.ones(2, 2), {"method": "smc", "predictor": "euler_maruyama"}, "needs predictor"),
-        (torch.ones(2, 2), {"method": "repaint", "jumps": 3}, "repaint options"),
-        (torch.ones(2, 2), {"method": "replace", "particles": 3}, "replace takes no options"),
+        (torch.ones(2, 2), {"method": "repaint", "jumps": 3}, "'repaint' takes no option 'jumps'"),
+        (torch.ones(2, 2), {"method": "replace", "particles": 3}, "'replace' takes no option 'particles'"),
         (torch.ones(2, 2), {"eps": 2.0}, "eps must lie"),
     ],
 )

@@ -278,7 +278,7 @@ class NoAdjoint:
         ({"method": "dps", "particles": 4}, r"dps takes the options .* unknown option\(s\) particles"),
         ({"method": "smc", "predictor": "euler_maruyama"}, r"predictor='euler_maruyama'"),
         ({"method": "pigdm", "jacobian": "exact"}, r"jacobian='exact' must be 'vjp' or 'gaussian'"),
-        ({"steps": 0}, r"steps must be >= 1"),
+        ({"steps": 0}, r"steps must be a whole number >= 1"),
         ({"eps": 2.0}, r"eps must lie in"),
         ({"generator": [torch.Generator()]}, r"got 1 per-sample generators for 3 measurements"),
     ],

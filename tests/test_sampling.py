@@ -209,7 +209,7 @@ def test_bad_arguments():
         pc_sample(score, sde, (2, 2), predictor="heun")
     with pytest.raises(ValueError, match="unknown corrector"):
         pc_sample(score, sde, (2, 2), corrector="hmc")
-    with pytest.raises(ValueError, match="steps must be >= 1"):
+    with pytest.raises(ValueError, match="steps must be a whole number >= 1"):
         pc_sample(score, sde, (2, 2), steps=0)
     with pytest.raises(ValueError, match="snr must be >= 0"):
         pc_sample(score, sde, (2, 2), snr=-0.1)

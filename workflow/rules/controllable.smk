@@ -109,9 +109,9 @@ rule colorize:
         inputs="controllable/{dataset}/{sde}/colorize/inputs.pt",
         metrics="controllable/{dataset}/{sde}/colorize.json",
     log:  # beside inpainting's (the same DVC outs)
-        log_file("inpaint", SDE_JOB + "_colorize"),
+        log_file("inpaint", f"{SDE_JOB}_colorize"),
     benchmark:
-        benchmark_file("inpaint", SDE_JOB + "_colorize")
+        benchmark_file("inpaint", f"{SDE_JOB}_colorize")
     conda:
         ENV
     threads: res("controllable", "threads")

@@ -166,7 +166,7 @@ def goal_table_text(fid_df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFr
     """:func:`goal_table` as the report prints it: numbers as the sweep table's (``fmt``: 4
     significant digits, n/a when missing) and the verdict in words in every row (held, not held,
     undecided, or why there is none)."""
-    from scoresde.report.load import fmt
+    from scoresde.report.formatting import fmt
 
     table = goal_table(fid_df, confidence)
     if not len(table):
