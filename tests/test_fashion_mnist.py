@@ -59,7 +59,7 @@ def test_dag_end_to_end_on_real_28x28_images(tmp_path):
     assert samples, "no sample files"
     for path in samples:
         x = torch.load(path, weights_only=True)
-        x = x["samples"] if isinstance(x, dict) else x
+        x = x["images"] if isinstance(x, dict) else x
         assert tuple(x.shape[1:]) == (1, 28, 28)
 
     metrics = _rows(tmp_path / "reports/metrics.csv")

@@ -166,7 +166,9 @@ def test_smoke_config_end_to_end(workdir):
     assert all(float(r["fid"]) > 0 and float(r["nfe"]) > 0 for r in metrics)
 
     nll = _rows(workdir / "reports/likelihood.csv")
-    assert sorted(r["sde"] for r in nll) == sorted(sdes)
+    methods = c["eval"]["likelihood"]["dequantization"]  # one row per SDE and bound
+    assert sorted((r["sde"], r["method"]) for r in nll) == sorted(
+        (s, m) for s in sdes for m in methods)
     assert {"dataset", "sde", "bpd", "nfe"} <= set(nll[0])
     assert all(0 < float(r["bpd"]) < 20 for r in nll)
     assert (workdir / "reports/report.html").stat().st_size > 1000
