@@ -21,18 +21,13 @@ from __future__ import annotations
 
 import torch
 from benchlib import (
-    Check,
     Report,
-    Table,
     cli_main,
-    default_unet,
     k_diffusion_sampling,
-    optional,
-    paired_ratio,
-    race,
+    same_samples_race,
 )
 
-from scoresde import VESDE, VPSDE, get_score_fn, ode_sample
+from scoresde import VPSDE, ode_sample
 from scoresde.sampling import karras, log_snr, log_snr_inverse, logsnr_uniform
 
 WHY = ("both run the same network NFE times and a few elementwise ops per step (ours takes a, s and "
@@ -112,57 +107,14 @@ def _pairs(sde, score, x_T, steps, kd, have_diffusers):
     return pairs
 
 
-def _float64_differences(sde, net, steps, kd, have_diffusers):
-    """max |ours - theirs| of every pair with the network and all arithmetic in float64 (4 samples):
-    the same method gives the same numbers up to float64 rounding."""
-    import copy
-
-    net64 = copy.deepcopy(net).double()
-    score = get_score_fn(sde, net64)
-    x_T = sde.prior_sampling((4, 1, 8, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
-    return [(ours() - theirs()).abs().max().item()
-            for *_, ours, theirs, _ in _pairs(sde, score, x_T, steps, kd, have_diffusers)]
+TITLE = ("Fast ODE solvers vs references: default U-Net, batch {batch}, {steps} NFE, same x_T and grid")
+NOTE = ("the references step in x / a(t) and sigma, ours in x and lambda: the same method in "
+        "exact arithmetic; the float64 column (network and solvers in float64, 4 samples) shows it: "
+        "k-diffusion agrees to rounding, diffusers to ~1e-5 because it keeps its noise schedule in float32")
 
 
 def run(quick: bool = False) -> Report:
-    batch, steps, repeats = (4, 4, 1) if quick else (128, 10, 7)
-    report = Report("fast_solvers")
-    table = Table(f"Fast ODE solvers vs references: default U-Net, batch {batch}, {steps} NFE, same x_T "
-                  "and grid", ["SDE", "ours", "reference", "NFE", "max abs diff float32", "float64",
-                               "ours s", "ref s", "ratio ours / ref", "A/A (ours / ours)"])
-    kd = k_diffusion_sampling() is not None
-    have_diffusers = optional("diffusers") is not None
-    with torch.inference_mode():
-        for sde in (VESDE(sigma_max=8.0), VPSDE()):
-            net = default_unet(sde.name, channels=16)
-            score = get_score_fn(sde, net)
-            x_T = sde.prior_sampling((batch, 1, 8, 8), torch.Generator().manual_seed(0))
-            pairs = _pairs(sde, score, x_T, steps, kd, have_diffusers)
-            exact = _float64_differences(sde, net, steps, kd, have_diffusers)
-            for (name, ref, ours, theirs, nfe), diff64 in zip(pairs, exact, strict=True):
-                rounds, keep = {}, {}
-                best = race({"ours": ours, "theirs": theirs, "again": ours}, repeats=repeats,
-                            keep=keep, rounds=rounds)
-                diff = (keep["ours"] - keep["theirs"]).abs().max().item()
-                ratio = paired_ratio(rounds, "ours", "theirs")
-                aa = paired_ratio(rounds, "ours", "again")  # the noise floor of this race
-                table.rows.append([sde.name, name, ref, nfe, f"{diff:.1e}", f"{diff64:.1e}",
-                                   f"{best['ours']:.3f}",
-                                   f"{best['theirs']:.3f}", f"{ratio:.3f}", f"{aa:.3f}"])
-                agree = diff64 < (1e-3 if "diffusers" in ref else 1e-8)
-                report.checks.append(Check(f"{name} vs {ref} ({sde.name})", ratio, 1.0,
-                                           f"max diff {diff:.1e} (float64 {diff64:.1e})", agree=agree,
-                                           if_missed=WHY, noise=abs(aa - 1)))
-    if not kd:
-        table.notes.append("k-diffusion not installed (make bench): its rows are skipped")
-    if not have_diffusers:
-        table.notes.append("diffusers not installed (make bench): its row is skipped")
-    table.notes.append("the references step in x / a(t) and sigma, ours in x and lambda: the same method in "
-                       "exact arithmetic; the float64 column (network and solvers in float64, 4 samples) "
-                       "shows it: k-diffusion agrees to rounding, diffusers to ~1e-5 because it keeps its "
-                       "noise schedule in float32")
-    report.tables.append(table)
-    return report
+    return same_samples_race("fast_solvers", TITLE, _pairs, WHY, NOTE, quick)
 
 
 if __name__ == "__main__":

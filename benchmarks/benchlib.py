@@ -229,3 +229,54 @@ def cli_main(run: Callable[..., Report], doc: str) -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(run(quick=args.quick).text())
+
+
+def same_samples_race(name: str, title: str, pairs: Callable, why: str, note: str,
+                      quick: bool = False) -> Report:
+    """Ours against reference samplers on the default U-Net, per SDE (VE, VP): the same samples
+    (max |ours - theirs| in float32 and, network and samplers in float64, on 4 samples) and the
+    wall-time ratio from one race with an A/A column. ``pairs(sde, score, x_T, steps, kd,
+    have_diffusers)`` yields (name, reference, ours(), theirs(), nfe); ``title`` is formatted with
+    ``batch`` and ``steps``."""
+    import copy
+
+    from scoresde import VESDE, VPSDE, get_score_fn
+
+    batch, steps, repeats = (4, 4, 1) if quick else (128, 10, 7)
+    report = Report(name)
+    table = Table(title.format(batch=batch, steps=steps),
+                  ["SDE", "ours", "reference", "NFE", "max abs diff float32", "float64", "ours s",
+                   "ref s", "ratio ours / ref", "A/A (ours / ours)"])
+    kd = k_diffusion_sampling() is not None
+    have_diffusers = optional("diffusers") is not None
+    with torch.inference_mode():
+        for sde in (VESDE(sigma_max=8.0), VPSDE()):
+            net = default_unet(sde.name, channels=16)
+            x_T = sde.prior_sampling((batch, 1, 8, 8), torch.Generator().manual_seed(0))
+            x_T64 = sde.prior_sampling((4, 1, 8, 8), torch.Generator().manual_seed(1), dtype=torch.float64)
+            score64 = get_score_fn(sde, copy.deepcopy(net).double())
+            exact = [(ours() - theirs()).abs().max().item()
+                     for *_, ours, theirs, _ in pairs(sde, score64, x_T64, steps, kd, have_diffusers)]
+            found = pairs(sde, get_score_fn(sde, net), x_T, steps, kd, have_diffusers)
+            for (label, ref, ours, theirs, nfe), diff64 in zip(found, exact, strict=True):
+                rounds, keep = {}, {}
+                best = race({"ours": ours, "theirs": theirs, "again": ours}, repeats=repeats,
+                            keep=keep, rounds=rounds)
+                diff = (keep["ours"] - keep["theirs"]).abs().max().item()
+                ratio = paired_ratio(rounds, "ours", "theirs")
+                aa = paired_ratio(rounds, "ours", "again")  # the noise floor of this race
+                table.rows.append([sde.name, label, ref, nfe, f"{diff:.1e}", f"{diff64:.1e}",
+                                   f"{best['ours']:.3f}", f"{best['theirs']:.3f}", f"{ratio:.3f}",
+                                   f"{aa:.3f}"])
+                agree = diff64 < (1e-3 if "diffusers" in ref else 1e-8)
+                report.checks.append(Check(f"{label} vs {ref} ({sde.name})", ratio, 1.0,
+                                           f"max diff {diff:.1e} (float64 {diff64:.1e})", agree=agree,
+                                           if_missed=why, noise=abs(aa - 1)))
+    if not kd:
+        table.notes.append("k-diffusion not installed (make bench): its rows are skipped")
+    if not have_diffusers:
+        table.notes.append("diffusers not installed (make bench): its row is skipped")
+    table.notes.append(note)
+    report.tables.append(table)
+    return report
+
