@@ -35,14 +35,14 @@ import torch
 from .inverse import gaussian_kernel, particle_filter, systematic_resample
 from .sampling import CORRECTORS, PREDICTORS, time_uniform
 from .sampling.common import (
-    _check_args,
-    _lookup,
+    check_args,
     check_finite,
     check_finite_input,
     check_int,
     check_options,
     check_range,
     final_tweedie,
+    lookup,
 )
 from .sde import SDE
 from .utils import append_dims, randn
@@ -101,11 +101,11 @@ def _observed_draw(sde: SDE, y, t, generator):
 
 
 def _check_inpaint(sde, y, mask, steps, eps, method, snr=0.0, options=None):
-    _lookup(dict.fromkeys(METHODS), method, "inpainting method")
+    lookup(dict.fromkeys(METHODS), method, "inpainting method")
     allowed = {"replace": (), "repaint": ("jump", "resample"), "smc": ("particles", "ess_threshold")}
     check_options(method, options or {}, allowed[method])
     eps = sde.sampling_eps if eps is None else float(eps)
-    _check_args(sde, steps, eps)
+    check_args(sde, steps, eps)
     check_range("snr", snr, 0.0)
     check_finite_input("y", y)
     for name in ("jump", "resample", "particles"):
@@ -175,8 +175,8 @@ def repaint_schedule(steps: int, jump: int, resample: int) -> list[int]:
 def _replace(score_fn, sde, y, mask, steps, predictor, corrector, snr, eps, denoise, generator,
              jump, resample):
     """The paper's imputation (App. I.2; RePaint's walk when jump/resample > 1)."""
-    predict = _lookup(PREDICTORS, predictor, "predictor")
-    correct = _lookup(CORRECTORS, corrector, "corrector")
+    predict = lookup(PREDICTORS, predictor, "predictor")
+    correct = lookup(CORRECTORS, corrector, "corrector")
     B = y.shape[0]
     times = time_uniform(sde, steps, eps, y.device, y.dtype)
     x = sde.prior_sampling(y.shape, generator, device=y.device, dtype=y.dtype)

@@ -43,7 +43,7 @@ import torch
 
 from .operators import as_operator, has_adjoint
 from .sampling import PREDICTORS, time_uniform
-from .sampling.common import _check_args, check_finite, final_tweedie, tweedie_denoise
+from .sampling.common import check_args, check_finite, final_tweedie, tweedie_denoise
 from .sde import SDE
 from .utils import append_dims
 
@@ -273,7 +273,7 @@ def solve_inverse(score_fn, sde: SDE, y: torch.Tensor, A, noise_std: float, step
     op, noise = _check_problem(y, A, noise_std, method)
     opts = _check_options(method, options, y.shape[0], generator)
     eps = sde.sampling_eps if eps is None else float(eps)
-    _check_args(sde, steps, eps)
+    check_args(sde, steps, eps)
     steps, B = int(steps), y.shape[0]
     shape = (B, *op.in_shape)
     if method == "smc":

@@ -18,13 +18,13 @@ from ..sde import SDE
 from ..utils import append_dims, generator_device
 
 
-def _lookup(table: dict, name: str, kind: str):
+def lookup(table: dict, name: str, kind: str):
     if name not in table:
         raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(table)}")
     return table[name]
 
 
-def _check_args(sde: SDE, steps: int, eps: float):
+def check_args(sde: SDE, steps: int, eps: float):
     check_int("steps", steps, 1)
     if not 0 < float(eps) < sde.T:
         raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps}")

@@ -31,7 +31,7 @@ import torch
 
 from ..sde import SDE
 from ..utils import Generator
-from .common import _check_args, _lookup, check_int, check_options, end_time, finish, run_steps
+from .common import check_args, check_int, check_options, end_time, finish, lookup, run_steps
 from .ode import (
     sample_dpm_solver_2,
     sample_dpm_solver_3,
@@ -106,11 +106,11 @@ def trajectory(score_fn, sde: SDE, shape, method: str, steps: int | None = None,
     time and the counted NFE. Every argument is checked before the first score evaluation.
     """
     table = METHODS if kind is None else {k: m for k, m in METHODS.items() if m.kind == kind}
-    spec = _lookup(table, method, f"{(kind or 'sampling').upper() if kind else 'sampling'} method")
+    spec = lookup(table, method, f"{(kind or 'sampling').upper() if kind else 'sampling'} method")
     check_options(method, options, spec.options)
     eps = sde.sampling_eps if eps is None else eps
     steps = sde.N if steps is None else check_int("steps", steps, 1)
-    _check_args(sde, steps, eps)
+    check_args(sde, steps, eps)
     t_end = grid_end(sde, method, eps, sigma_min, schedule)
 
     def times(device, dtype):

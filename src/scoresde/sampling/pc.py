@@ -7,7 +7,7 @@ from tqdm.auto import tqdm
 
 from ..sde import SDE
 from ..utils import Generator
-from .common import _check_args, _lookup, check_int, check_range, finish, run_steps
+from .common import check_args, check_int, check_range, finish, lookup, run_steps
 from .predictors import CORRECTORS, PREDICTORS
 from .schedules import make_grid
 
@@ -23,8 +23,8 @@ def sample_pc(score_fn, sde: SDE, x, times, generator=None, predictor: str = "re
     it too ends at eps (a corrector at t takes its step size from the interval that starts at t; at
     eps that is the interval of the same length below it); its x_mean is x, as the official code's.
     """
-    predict = _lookup(PREDICTORS, predictor, "predictor")
-    correct = _lookup(CORRECTORS, corrector, "corrector")
+    predict = lookup(PREDICTORS, predictor, "predictor")
+    correct = lookup(CORRECTORS, corrector, "corrector")
     check_range("snr", snr, 0.0)
     check_int("corrector_steps", corrector_steps, 0)
     B, x_mean = x.shape[0], x
@@ -45,9 +45,9 @@ def pc_trajectory(score_fn, sde: SDE, shape, steps: int | None = None, predictor
     """Algorithm 1 from x_T or a prior draw: ``(x, x_mean, t_end, nfe)`` at the grid's last time."""
     steps = sde.N if steps is None else check_int("steps", steps, 1)
     eps = sde.sampling_eps if eps is None else eps
-    _check_args(sde, steps, eps)
-    _lookup(PREDICTORS, predictor, "predictor")
-    _lookup(CORRECTORS, corrector, "corrector")
+    check_args(sde, steps, eps)
+    lookup(PREDICTORS, predictor, "predictor")
+    lookup(CORRECTORS, corrector, "corrector")
     check_range("snr", snr, 0.0)
     check_int("corrector_steps", corrector_steps, 0)
     return run_steps(sample_pc, score_fn, sde, shape,
