@@ -13,7 +13,8 @@ from scoresde.models.classifier import NoiseConditionalClassifier, class_log_pro
 from scoresde.report.controllable import controllable_section, flat_metrics, load_rows
 from scoresde.sde import make_sde
 from scoresde.stages.common import StageError
-from scoresde.stages.controllable import load_classifier, make_mask, psnr, ssim
+from scoresde.stages.controllable import load_classifier, make_mask
+from scoresde.stages.quality import psnr, ssim
 
 
 @pytest.mark.parametrize("sde_name", ["ve", "vp", "subvp"])

@@ -72,9 +72,9 @@ controllable:
 
 @pytest.mark.slow
 def test_inverse_stage_through_the_cli(tmp_path):
-    """prepare-data -> train-features -> train -> inverse for every task (smc) and method
-    (superres): reconstructions, truth and measurement images, one metrics row each; bad
-    arguments exit 2 before writing."""
+    """prepare-data -> train-features -> train -> inverse: one run for every (task, method) writes
+    reconstructions, truth and measurement images and one metrics row per case, the same files as
+    a run of one case alone; bad arguments exit 2 before writing."""
     from stage_runs import prepare_and_train, run
 
     p = tmp_path / "params.yaml"
@@ -84,10 +84,12 @@ def test_inverse_stage_through_the_cli(tmp_path):
     args = ["inverse", "--params", p, "--checkpoint", ck / "vp/step_4.pt", "--data",
             data / "test.pt", "--extractor", ck / "fid_features.pt", "--reference",
             data / "reference.pt", "--sde", "vp", "--threads", "1"]
-    cases = [(t, "smc") for t in TASKS] + [("superres", "dps"), ("superres", "pigdm")]
+    methods = ["smc", "dps", "pigdm"]
+    cases = [(t, m) for t in TASKS for m in methods]
+    assert run(*args, "--tasks", *TASKS, "--methods", *methods,
+               "--out", *[out / f"{t}_{m}.pt" for t, m in cases],
+               "--metrics", *[out / f"{t}_{m}.json" for t, m in cases]) == 0
     for task, method in cases:
-        assert run(*args, "--task", task, "--method", method, "--out", out / f"{task}_{method}.pt",
-                   "--metrics", out / f"{task}_{method}.json") == 0
         saved = torch.load(out / f"{task}_{method}.pt", weights_only=True)
         assert {k: v.shape for k, v in saved.items()} == {k: (4, 1, 8, 8) for k in
                                                          ("images", "truth", "measurement")}
@@ -96,9 +98,23 @@ def test_inverse_stage_through_the_cli(tmp_path):
         assert row["task"] == task and row["method"] == method and row["nfe"] == 4
         # (a 4-step model's Tweedie step may land far off: the residual is only finite here)
         assert row["psnr"] > 0 and 0 <= row["residual"] < math.inf and row["noise_std"] == 0.05
-    with pytest.raises(SystemExit) as stop:  # argparse: exit 2
-        run(*args, "--task", "inpaint", "--method", "dps", "--out", tmp_path / "x.pt",
-            "--metrics", tmp_path / "x.json")
-    assert stop.value.code == 2 and not (tmp_path / "x.json").exists()
+    alone = tmp_path / "alone"
+    assert run(*args, "--tasks", "deblur", "--methods", "dps", "--out", alone / "c.pt",
+               "--metrics", alone / "c.json") == 0
+    grouped = torch.load(out / "deblur_dps.pt", weights_only=True)
+    assert all(torch.equal(v, grouped[k]) for k, v in
+               torch.load(alone / "c.pt", weights_only=True).items())
+    (one,) = json.loads((alone / "c.json").read_text())["rows"]
+    (same,) = json.loads((out / "deblur_dps.json").read_text())["rows"]
+    assert {k: v for k, v in one.items() if k != "seconds"} == \
+        {k: v for k, v in same.items() if k != "seconds"}
+    bad = tmp_path / "bad"
+    for extra, message in (
+        (["--tasks", "inpaint", "--methods", "dps"], "--tasks 'inpaint' is unknown"),
+        (["--tasks", "deblur", "deblur", "--methods", "dps"], "names one twice"),
+        (["--tasks", "deblur", "superres", "--methods", "dps"], "give one --out per"),
+    ):
+        assert run(*args, *extra, "--out", bad / "x.pt", "--metrics", bad / "x.json") == 2, message
+    assert not bad.exists()
     section = controllable_section(sorted(out.glob("*.json")), tmp_path / "reports")
     assert [f["name"] for f in section["figures"]] == ["inverse_digits_vp"]

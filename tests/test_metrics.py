@@ -8,6 +8,7 @@ import torch_fidelity
 from sklearn.datasets import load_digits
 
 from scoresde import metrics
+from scoresde.metrics import bootstrap, fidelity
 from scoresde.checkpoint import CheckpointError, save_checkpoint
 
 
@@ -148,7 +149,7 @@ def test_features_once_give_torch_fidelitys_own_fid_and_kid(digits, classifier):
     a, b = _noisy(digits["images"][:300], 0.1), digits["images"][300:1000]
     ours = metrics.compute_fid_kid(a, b, classifier["path"], kid_subset_size=100, seed=3)
     ref = torch_fidelity.calculate_metrics(
-        input1=metrics._RGBImages(a), input2=metrics._RGBImages(b), fid=True, kid=True,
+        input1=fidelity._RGBImages(a), input2=fidelity._RGBImages(b), fid=True, kid=True,
         feature_extractor="scoresde-classifier", cuda=False, kid_subset_size=100, rng_seed=3,
         feature_extractor_weights_path=str(classifier["path"]), verbose=False, cache=False,
         save_cpu_ram=True)
@@ -173,7 +174,7 @@ def test_frechet_distance_closed_form_and_torch_fidelity():
     g = torch.Generator().manual_seed(1)
     f1 = torch.randn(200, 8, generator=g, dtype=torch.float64)
     f2 = torch.randn(300, 8, generator=g, dtype=torch.float64) + 0.3
-    full = [metrics._resampled_moments(f, torch.ones(1, len(f), dtype=torch.long)) for f in (f1, f2)]
+    full = [bootstrap._resampled_moments(f, torch.ones(1, len(f), dtype=torch.long)) for f in (f1, f2)]
     tf = metrics.fid_kid_from_features(f1, f2, kid_subset_size=50)["fid"]
     assert float(metrics.frechet_distance(*full[0], *full[1])) == pytest.approx(tf, rel=1e-10)
 
@@ -191,8 +192,8 @@ def test_bootstrap_replicates_are_fids_of_resamples_and_paired_across_cases():
     import numpy as np
 
     ref_seed, sample_seed = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(4).spawn(2))
-    cr = metrics._counts(120, 7, torch.Generator().manual_seed(ref_seed))
-    ca = metrics._counts(80, 7, torch.Generator().manual_seed(sample_seed))
+    cr = bootstrap._counts(120, 7, torch.Generator().manual_seed(ref_seed))
+    ca = bootstrap._counts(80, 7, torch.Generator().manual_seed(sample_seed))
     for k in (0, 6):
         ra, rr = a.repeat_interleave(ca[k], 0), ref.repeat_interleave(cr[k], 0)
         assert float(reps[k]) == pytest.approx(metrics.fid_kid_from_features(ra, rr, 2)["fid"], rel=1e-9)

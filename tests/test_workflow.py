@@ -122,8 +122,8 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
     controllable = {r: n_ctrl for r in rules if n_ctrl}
     per_case = c["sample"]["jobs"] == "per_case"  # one job per (sampler, steps), else per SDE
     n_sample = n_sde * (n_case // len(c["sample"]["denoise"]) if per_case else 1)
-    n_inverse = n_ctrl * len(ctrl["inverse"]["tasks"]) * len(ctrl["inverse"]["methods"])
-    controllable.update({"inverse": n_inverse} if n_inverse else {})  # one per (task, method)
+    n_inverse = n_ctrl if ctrl["inverse"]["tasks"] and ctrl["inverse"]["methods"] else 0
+    controllable.update({"inverse": n_inverse} if n_inverse else {})  # one per SDE: every case
     assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
                       "report": 1, "sample": n_sample, "select_checkpoint": n_sde,
                       "train": n_sde, "train_features": 1, **controllable}, proc.stdout

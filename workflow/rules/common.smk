@@ -44,7 +44,18 @@ wildcard_constraints:
 # group (res, job_resources) and its shell command from scoresde(stage, arguments).
 ENV = "../envs/scoresde.yaml"
 SDE_JOB = "{dataset}/{sde}"  # the name of a job that runs once per (dataset, SDE)
-INVERSE_JOB = "{dataset}/{sde}/{task}_{method}"  # one inverse-problem job
+
+
+# Scheduling: among the jobs ready to run, the long chains first (train -> select_checkpoint ->
+# likelihood and sample -> fid), so that the short jobs (controllable generation, report inputs)
+# fill the cores at the end rather than one long job running alone (docs/pipeline.md).
+PRIORITY = {
+    "train": 50,
+    "select_checkpoint": 40,
+    "likelihood": 30,
+    "sample": 20,
+    "fid": 10,
+}
 
 
 def log_file(rule, job=SDE_JOB):
@@ -267,7 +278,7 @@ def job_names():
         "train_classifier": ctrl,
         "conditional_sample": ctrl,
         "inpaint": ctrl + ([f"{job}_colorize" for job in ctrl] if RGB else []),
-        "inverse": [f"{job}/{case}" for job in ctrl for case in INVERSE_CASES],
+        "inverse": ctrl if INVERSE_CASES else [],
     }
 
 

@@ -131,8 +131,8 @@ rule colorize:
         )
 
 
-# Linear inverse problems y = A x + noise (superres, deblur, noisy-projection), one job per
-# (task, method) on held-out test images.
+# Linear inverse problems y = A x + noise (superres, deblur, noisy-projection) on held-out test
+# images: one job per (dataset, SDE) writes every (task, method), one start-up.
 rule inverse:
     input:
         checkpoint="checkpoints/{dataset}/{sde}/best.pt",
@@ -140,15 +140,16 @@ rule inverse:
         reference="data/processed/{dataset}/reference.pt",
         extractor="checkpoints/{dataset}/fid_features.pt",
     output:
-        reconstructions="controllable/{dataset}/{sde}/inverse/{task}_{method}.pt",
-        metrics="controllable/{dataset}/{sde}/inverse/{task}_{method}.json",
+        reconstructions=expand(
+            "controllable/{{dataset}}/{{sde}}/inverse/{case}.pt", case=INVERSE_CASES
+        ),
+        metrics=expand(
+            "controllable/{{dataset}}/{{sde}}/inverse/{case}.json", case=INVERSE_CASES
+        ),
     log:
-        log_file("inverse", INVERSE_JOB),
+        log_file("inverse"),
     benchmark:
-        benchmark_file("inverse", INVERSE_JOB)
-    wildcard_constraints:
-        task="superres|deblur|noisy-projection",
-        method="dps|pigdm|smc",
+        benchmark_file("inverse")
     conda:
         ENV
     threads: res("controllable", "threads")
@@ -157,11 +158,13 @@ rule inverse:
     params:
         cfg=stage_params("inverse", per_sde=True),
         device=CTRL["device"],
+        tasks=CTRL["inverse"]["tasks"],
+        methods=CTRL["inverse"]["methods"],
     shell:
         scoresde(
             "inverse",
             "--checkpoint {input.checkpoint} --data {input.test} "
             "--reference {input.reference} --extractor {input.extractor} "
-            "--task {wildcards.task} --method {wildcards.method} --sde {wildcards.sde} "
+            "--tasks {params.tasks} --methods {params.methods} --sde {wildcards.sde} "
             "--out {output.reconstructions} --metrics {output.metrics}",
         )

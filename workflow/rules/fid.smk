@@ -37,6 +37,7 @@ rule fid:
         log_file("fid"),
     benchmark:
         benchmark_file("fid")
+    priority: PRIORITY["fid"]
     conda:
         ENV
     threads: res("eval", "threads")

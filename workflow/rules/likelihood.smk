@@ -8,6 +8,7 @@ rule likelihood:
         log_file("likelihood"),
     benchmark:
         benchmark_file("likelihood")
+    priority: PRIORITY["likelihood"]
     conda:
         ENV
     threads: res("eval", "threads")

@@ -11,6 +11,7 @@ rule sample:
         log_file("sample", SAMPLE_JOB),
     benchmark:
         benchmark_file("sample", SAMPLE_JOB)
+    priority: PRIORITY["sample"]
     conda:
         ENV
     threads: res("sample", "threads")

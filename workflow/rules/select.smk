@@ -19,6 +19,7 @@ if not IMPORTED:  # else best.pt is a released checkpoint from import-official
             log_file("select_checkpoint"),
         benchmark:
             benchmark_file("select_checkpoint")
+        priority: PRIORITY["select_checkpoint"]
         conda:
             ENV
         threads: res("select", "threads")

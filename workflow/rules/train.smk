@@ -15,6 +15,7 @@ rule train:
         log_file("train"),
     benchmark:
         benchmark_file("train")
+    priority: PRIORITY["train"]
     conda:
         ENV
     threads: res("train", "threads")

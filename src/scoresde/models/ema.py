@@ -26,12 +26,16 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         """shadow <- d * shadow + (1 - d) * weights (integer buffers are copied)."""
         d = self.current_decay()
+        shadows, weights = [], []
         for k, v in model.state_dict().items():
             s = self.shadow[k]
             if s.is_floating_point() or s.is_complex():
-                s.lerp_(v.detach().to(s.dtype), 1.0 - d)
+                shadows.append(s)
+                weights.append(v.detach().to(s.dtype))
             else:
                 s.copy_(v)
+        if shadows:  # one call: the per-tensor lerp_ of each pair, without a Python loop
+            torch._foreach_lerp_(shadows, weights, 1.0 - d)
         self.num_updates += 1
 
     @torch.no_grad()

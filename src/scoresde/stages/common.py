@@ -149,7 +149,7 @@ def provenance(stage: str, params: dict, **extra) -> dict:
 def load_score_model(path: str | os.PathLike, device: torch.device,
                      expect_sde: str | None = None):
     """(model with EMA weights in eval mode, sde, checkpoint config) from a train checkpoint."""
-    from scoresde.models import EMA, build_model
+    from scoresde.models import EMA, build_model, to_device
     from scoresde.sde import make_sde
 
     state, config = load_checkpoint(path)
@@ -169,7 +169,7 @@ def load_score_model(path: str | os.PathLike, device: torch.device,
         raise StageError(f"checkpoint {path}: the EMA weights do not fit the architecture in "
                          f"its config ({err}); retrain it") from None
     ema.copy_to(model)
-    model.requires_grad_(False).to(device).eval()
+    to_device(model.requires_grad_(False), device).eval()
     return model, make_sde(name, **sde_cfg), config
 
 

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 
 from scoresde.checkpoint import load_checkpoint, save_checkpoint
 from scoresde.data import Levels
@@ -46,6 +45,7 @@ from scoresde.stages.inputs import (
     check_test_split,
     write_all,
 )
+from scoresde.stages.quality import fid, psnr, ssim
 from scoresde.utils import seeded_generator
 
 MASKS = ("centre", "left", "random")
@@ -71,51 +71,6 @@ def make_mask(name: str, shape, seed: int = 0) -> torch.Tensor:
     else:
         raise ValueError(f"unknown mask {name!r}; choose one of {', '.join(MASKS)}")
     return mask
-
-
-# --- metrics --------------------------------------------------------------------------------------
-
-
-def psnr(x: torch.Tensor, ref: torch.Tensor, region: torch.Tensor | None = None) -> torch.Tensor:
-    """Peak signal-to-noise ratio per image in dB for uint8 images (peak 255), over ``region``."""
-    d = (x.double() - ref.double()) ** 2
-    w = torch.ones_like(d) if region is None else region.double()
-    mse = (d * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp(min=1)
-    return 10 * torch.log10(255.0**2 / mse.clamp(min=1e-10))
-
-
-def ssim(x: torch.Tensor, ref: torch.Tensor, window: int = 5, sigma: float = 1.0) -> torch.Tensor:
-    """Structural similarity (Wang et al. 2004) per image of uint8 images, mean over pixels.
-
-    A Gaussian window (``window`` x ``window``, ``sigma``; 5 and 1.0 suit 8x8 images rather than
-    the usual 11 and 1.5), reflect padding, C1 = (0.01 * 255)^2, C2 = (0.03 * 255)^2.
-    """
-    C = x.shape[1]
-    r = torch.arange(window, dtype=torch.float64) - (window - 1) / 2
-    g = torch.exp(-(r**2) / (2 * sigma**2))
-    g = g / g.sum()
-    kernel = (g[:, None] * g[None, :]).expand(C, 1, window, window)
-
-    def blur(z):
-        return F.conv2d(F.pad(z, [window // 2] * 4, mode="reflect"), kernel, groups=C)
-
-    a, b = x.double(), ref.double()
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return s.flatten(1).mean(1)
-
-
-def _fid(images, reference, extractor, seed):
-    from scoresde.metrics import compute_fid_kid
-
-    n = min(len(images), len(reference))
-    if n < 4:
-        return float("nan")
-    return compute_fid_kid(images, reference, extractor_weights_path=extractor, seed=seed,
-                           kid_subset_size=max(2, n // 2))["fid"]
 
 
 # --- train-classifier -----------------------------------------------------------------------------
@@ -267,12 +222,12 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
         rows.append({"dataset": meta["dataset"], "sde": sde.name, "task": "conditional",
                      "case": f"class {k}", "class": k, "n": int(sel.sum()), "nfe": nfe,
                      "accuracy": classifier_accuracy(state, fcfg, images[sel], labels[sel]),
-                     "fid": _fid(images[sel], ref, extractor, cc["seed"]),
+                     "fid": fid(images[sel], ref, extractor, cc["seed"]),
                      "scale": cc["scale"], "steps": cc["steps"]})
     overall = classifier_accuracy(state, fcfg, images, labels)
     rows.append({"dataset": meta["dataset"], "sde": sde.name, "task": "conditional",
                  "case": "all classes", "n": len(images), "nfe": nfe, "accuracy": overall,
-                 "fid": _fid(images, train_uint8, extractor, cc["seed"]), "scale": cc["scale"],
+                 "fid": fid(images, train_uint8, extractor, cc["seed"]), "scale": cc["scale"],
                  "steps": cc["steps"], "seconds": round(t[0], 3)})
     save_tensors(out, {"images": images, "labels": labels})
     write_json(metrics_out, {"rows": rows, "classifier_test_accuracy": ccfg.get("test_accuracy"),
@@ -335,7 +290,7 @@ def _row(job: dict, task: str, case: str, mask: str, method: str, images, missin
             "case": case, "mask": mask, "method": method, "n": job["n"], "nfe": nfe,
             "steps": ip["steps"], "psnr": float(psnr(images, truth, missing).mean()),
             "ssim": float(ssim(images, truth).mean()),
-            "fid": _fid(images, job["reference"], extractor, ip["seed"]),
+            "fid": fid(images, job["reference"], extractor, ip["seed"]),
             "seconds": round(seconds, 3)}
 
 

@@ -70,34 +70,47 @@ def check_class_data(split: dict, path: str, meta: dict, num_classes: int,
             f"{', '.join(map(str, few)) or 'all >= 4'}); undefined values are written as null")
 
 
-def check_completion_args(masks: Sequence[str] | None, methods: Sequence[str], outs: Sequence[str],
-                          inputs_out: str, metrics_out: str, inputs: Sequence[str],
-                          extractor: str, per: str) -> None:
-    """Before any model is loaded or sampled: every mask and method name known, one ``--out``
-    per case, no output path given twice or equal to an input, and the FID extractor readable."""
-    from scoresde.controllable import METHODS
+def check_case_args(names: dict, outputs: dict, inputs: Sequence[str], extractor: str,
+                    per: str) -> None:
+    """Before any model is loaded or sampled: ``names`` {flag: (given, known)} every name known and
+    given once; ``outputs`` {flag: paths}, each flag whose paths are a list one path per case (the
+    product of the names' counts); no output path given twice or equal to an input; the FID
+    extractor readable."""
     from scoresde.metrics import load_feature_extractor
-    from scoresde.stages.controllable import MASKS
 
-    for flag, names, known in (("--masks", masks, MASKS), ("--methods", methods, METHODS)):
-        if names is None:
-            continue
-        for name in names:
+    n_cases = 1
+    for flag, (given, known) in names.items():
+        for name in given:
             if name not in known:
                 raise StageError(f"{flag} {name!r} is unknown; choose from {', '.join(known)}")
-        if len(set(names)) != len(names):
-            raise StageError(f"{flag} {' '.join(names)} names one twice; give each once")
-    n_cases = len(masks or [None]) * len(methods)
-    if len(outs) != n_cases:
-        raise StageError(f"give one --out per {per}: {n_cases} expected, got {len(outs)}")
-    paths = [str(Path(o).resolve()) for o in (*outs, inputs_out, metrics_out)]
+        if len(set(given)) != len(given):
+            raise StageError(f"{flag} {' '.join(given)} names one twice; give each once")
+        n_cases *= len(given)
+    paths = []
+    for flag, given in outputs.items():
+        if not isinstance(given, str) and len(given) != n_cases:
+            raise StageError(f"give one {flag} per {per}: {n_cases} expected, got {len(given)}")
+        paths += [str(Path(o).resolve()) for o in ([given] if isinstance(given, str) else given)]
     if len(set(paths)) != len(paths):
-        raise StageError(f"the output paths (--out, --inputs-out, --metrics) {' '.join(paths)} "
+        raise StageError(f"the output paths ({', '.join(outputs)}) {' '.join(paths)} "
                          "name one file twice; give each output its own path")
     clash = set(paths) & {str(Path(i).resolve()) for i in inputs}
     if clash:
         raise StageError(f"output {sorted(clash)[0]} is also an input; write outputs elsewhere")
     load_feature_extractor(extractor)
+
+
+def check_completion_args(masks: Sequence[str] | None, methods: Sequence[str], outs: Sequence[str],
+                          inputs_out: str, metrics_out: str, inputs: Sequence[str],
+                          extractor: str, per: str) -> None:
+    """:func:`check_case_args` of inpaint (masks and methods) and colorize (methods)."""
+    from scoresde.controllable import METHODS
+    from scoresde.stages.controllable import MASKS
+
+    names = {"--masks": (masks, MASKS)} if masks is not None else {}
+    check_case_args(names | {"--methods": (methods, METHODS)},
+                    {"--out": outs, "--inputs-out": inputs_out, "--metrics": metrics_out},
+                    inputs, extractor, per)
 
 
 def write_all(tensors: Sequence[tuple], metrics_out: str, metrics: dict) -> None:

@@ -1,4 +1,5 @@
-"""The ``inverse`` stage: one linear inverse problem (task) solved by one method on held-out images.
+"""The ``inverse`` stage: linear inverse problems (tasks) solved by each method on held-out images,
+every (task, method) of one SDE in one job.
 
 Tasks on the first ``n_images`` test images x (model space), y = A x + noise_std n:
 
@@ -16,6 +17,7 @@ the measurement's, 0 when exactly consistent), FID of the reconstructions agains
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -32,6 +34,8 @@ from scoresde.stages.common import (
     timer,
     write_json,
 )
+from scoresde.stages.inputs import check_case_args
+from scoresde.stages.quality import fid, psnr, ssim
 from scoresde.utils import seeded_generator
 
 TASKS = ("superres", "deblur", "noisy-projection")
@@ -66,25 +70,22 @@ def measurement_view(task: str, op, y: torch.Tensor) -> torch.Tensor:
     return op.adjoint(y)
 
 
-def _check(task: str, method: str) -> None:
-    if task not in TASKS:
-        raise StageError(f"--task {task!r} is unknown; choose one of {', '.join(TASKS)}")
-    if method not in METHODS:
-        raise StageError(f"--method {method!r} is unknown; choose one of {', '.join(METHODS)}")
-
-
 def inverse(params: dict, checkpoint: str, test_path: str, extractor: str, reference_path: str,
-            task: str, method: str, out: str, metrics_out: str, device_name: str = "auto",
-            threads: int = 1, expect_sde: str | None = None) -> dict:
-    """Solve ``task`` by ``method`` for the first n_images test images; write the reconstructions
-    (with the ground truth and the measurement's view) to ``out`` and one metrics row."""
+            tasks: Sequence[str], methods: Sequence[str], outs: Sequence[str],
+            metrics_outs: Sequence[str], device_name: str = "auto", threads: int = 1,
+            expect_sde: str | None = None) -> list[dict]:
+    """Solve every task by every method for the first n_images test images (``outs`` and
+    ``metrics_outs`` in the order of ``[(t, m) for t in tasks for m in methods]``): each case's
+    reconstructions (with the ground truth and the measurement's view) and its metrics row. One
+    model load for all cases; every case draws from its own seeded streams, so its files are those
+    of a run of that case alone. Nothing is written until every case has run."""
     from scoresde.data import Levels
-    from scoresde.inverse import solve_inverse
     from scoresde.losses import get_score_fn
-    from scoresde.stages.controllable import _fid, psnr, ssim
     from scoresde.utils import pick_device
 
-    _check(task, method)
+    check_case_args({"--tasks": (tasks, TASKS), "--methods": (methods, METHODS)},
+                    {"--out": outs, "--metrics": metrics_outs},
+                    (checkpoint, test_path, extractor, reference_path), extractor, "(task, method)")
     cfg = params["controllable"]["inverse"]
     setup_torch(threads)
     device = pick_device(device_name)
@@ -95,29 +96,49 @@ def inverse(params: dict, checkpoint: str, test_path: str, extractor: str, refer
                          f"score model was trained on {tuple(meta['image_shape'])}; same dataset?")
     n, levels = min(cfg["n_images"], len(test["x"])), int(test["levels"])
     level_map = Levels(levels, bool(meta["centered"]), bool(meta["dequantize"]))
-    truth = level_map.to_uint8(test["x"][:n])
-    x_true = level_map.to_model(test["x"][:n], u=0.5)  # the cells' centres
+    job = {"cfg": cfg, "device": device, "sde": sde, "meta": meta, "n": n,
+           "score": get_score_fn(sde, model), "truth": level_map.to_uint8(test["x"][:n]),
+           "x_true": level_map.to_model(test["x"][:n], u=0.5),  # the cells' centres
+           "reference": load_reference(reference_path), "extractor": extractor}
+    rows, files = [], []
+    for (task, method), out, metrics_out in zip(
+            [(t, m) for t in tasks for m in methods], outs, metrics_outs, strict=True):
+        row, tensors = solve_case(job, task, method)
+        rows.append(row)
+        files.append((out, tensors, metrics_out, {"rows": [row], "config": provenance(
+            "inverse", params, checkpoint=str(checkpoint), test=str(test_path), task=task,
+            method=method)}))
+    for out, tensors, metrics_out, metrics in files:  # metrics JSON last: a case is complete
+        save_tensors(out, tensors)
+        write_json(metrics_out, metrics)
+    return rows
+
+
+def solve_case(job: dict, task: str, method: str) -> tuple[dict, dict]:
+    """One (task, method) of :func:`inverse`: its metrics row and its tensors."""
+    from scoresde.inverse import solve_inverse
+
+    cfg, sde, device, x_true = job["cfg"], job["sde"], job["device"], job["x_true"]
     op = make_operator(task, tuple(x_true.shape[1:]), cfg["seed"])
     noise = torch.randn(op.forward(x_true).shape, generator=seeded_generator(cfg["seed"], "inverse", 0))
     y = (op.forward(x_true) + cfg["noise_std"] * noise).to(device)
-    gens = [seeded_generator(cfg["seed"], "inverse", 2, i, device=device) for i in range(n)]
+    gens = [seeded_generator(cfg["seed"], "inverse", 2, i, device=device) for i in range(job["n"])]
     options = OPTIONS.get(method, {}) | ({"particles": cfg["particles"]} if method == "smc" else {})
     with timer() as t:
-        x, nfe = solve_inverse(get_score_fn(sde, model), sde, y, op, cfg["noise_std"], cfg["steps"],
+        x, nfe = solve_inverse(job["score"], sde, y, op, cfg["noise_std"], cfg["steps"],
                                method=method, generator=gens, **options)
     x = x.detach().cpu()
-    images = images_from_model(x, meta)
+    images = images_from_model(x, job["meta"])
+    truth = job["truth"]
     residual = float(((op.forward(x) - y.cpu()) ** 2).mean().sqrt())  # ||Ax - y|| / sqrt(m), averaged
-    row = {"dataset": meta["dataset"], "sde": sde.name, "task": task, "case": f"{task} / {method}",
-           "method": method, "n": n, "nfe": nfe, "steps": cfg["steps"],
-           "noise_std": cfg["noise_std"], "residual": residual,
+    row = {"dataset": job["meta"]["dataset"], "sde": sde.name, "task": task,
+           "case": f"{task} / {method}", "method": method, "n": job["n"], "nfe": nfe,
+           "steps": cfg["steps"], "noise_std": cfg["noise_std"], "residual": residual,
            "psnr": float(psnr(images, truth).mean()), "ssim": float(ssim(images, truth).mean()),
-           "fid": _fid(images, load_reference(reference_path), extractor, cfg["seed"]),
+           "fid": fid(images, job["reference"], job["extractor"], cfg["seed"]),
            "seconds": round(t[0], 3)}
-    save_tensors(out, {"images": images, "truth": truth,
-                       "measurement": images_from_model(measurement_view(task, op, y.cpu()), meta)})
-    write_json(metrics_out, {"rows": [row], "config": provenance(
-        "inverse", params, checkpoint=str(checkpoint), test=str(test_path), task=task, method=method)})
     log(f"{sde.name} inverse {task}/{method}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}, "
-        f"residual {residual:.4f} (noise_std {cfg['noise_std']}), nfe {nfe}, {t[0]:.1f}s -> {out}")
-    return row
+        f"residual {residual:.4f} (noise_std {cfg['noise_std']}), nfe {nfe}, {t[0]:.1f}s")
+    tensors = {"images": images, "truth": truth,
+               "measurement": images_from_model(measurement_view(task, op, y.cpu()), job["meta"])}
+    return row, tensors

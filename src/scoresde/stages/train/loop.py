@@ -96,7 +96,7 @@ def model_batch(k: torch.Tensor, meta: dict, batch_size: int, gen: torch.Generat
 
 def build(params: dict, sde_name: str, split: dict, device: torch.device, quiet: bool = False):
     """(model, ema, optimizer, sde, checkpoint config) for a fresh run."""
-    from scoresde.models import EMA, build_model, count_params
+    from scoresde.models import EMA, build_model, count_params, to_device
     from scoresde.sde import make_sde
 
     train = params["train"]
@@ -111,9 +111,11 @@ def build(params: dict, sde_name: str, split: dict, device: torch.device, quiet:
     }  # fmt: skip
     sde_kwargs = {k: v for k, v in config["sde"].items() if k != "name"}
     sde = make_sde(sde_name, **sde_kwargs)
-    model = build_model(config["model"]).to(device)
+    model = to_device(build_model(config["model"]), device)
     ema = EMA(model, train["ema_decay"][sde_name], warmup=train["ema_warmup"])
-    optimizer = torch.optim.Adam(model.parameters(), lr=train["lr"])
+    # fused: one vectorised kernel for all parameters (CPU and CUDA; benchmarks/bench_training.py)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train["lr"],
+                                 fused=torch.device(device).type in ("cpu", "cuda"))
     if not quiet:
         log(f"{sde_name}: {type(model).__name__} with {count_params(model):,} parameters, "
             f"data in {'[-1, 1]' if config['centered'] else '[0, 1]'}"
