@@ -46,13 +46,13 @@ def _work(kind: str, batch: int, reps: int):
     fns = {}
     for name, net in nets.items():
         if kind == "sampling":
-            def fn(net=net):
+            def fn(net=net, x=x):
                 with torch.no_grad():
                     for _ in range(reps):
                         out = net(x, t)
                 return out
         elif kind == "likelihood":
-            def fn(net=net):
+            def fn(net=net, x=x):
                 for _ in range(reps):
                     y = x.detach().requires_grad_(True)
                     (g,) = torch.autograd.grad(net(y, t), y, grad_outputs=v)
@@ -61,7 +61,7 @@ def _work(kind: str, batch: int, reps: int):
             opt, sde = torch.optim.Adam(net.parameters(), lr=1e-4), VPSDE()
             step_gen = torch.Generator().manual_seed(2)
 
-            def fn(net=net, opt=opt, sde=sde, step_gen=step_gen):
+            def fn(net=net, x=x, opt=opt, sde=sde, step_gen=step_gen):
                 for _ in range(reps):
                     loss = dsm_loss(net, sde, x, generator=step_gen)
                     opt.zero_grad(set_to_none=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import bench_ddp
 import bench_fast_solvers
+import bench_layout
 import bench_likelihood
 import bench_ode
 import bench_overhead
@@ -38,6 +39,7 @@ BENCHES = {
     "stochastic_samplers": bench_stochastic_samplers,
     "likelihood": bench_likelihood,
     "training": bench_training,
+    "layout": bench_layout,
     "ddp": bench_ddp,
 }
 PACKAGES = ("torch", "torchdiffeq", "numpy", "scipy", "diffusers", "torchsde", "k-diffusion")

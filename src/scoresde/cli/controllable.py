@@ -92,10 +92,7 @@ def add_controllable_parsers(sub) -> None:
 
     p = sub.add_parser("inverse", help="linear inverse problems on test images (superres, deblur, "
                                        "noisy-projection); PSNR, SSIM, residual, FID")
-    add_path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
-    add_path(p, "--data", "input: processed test split (ground truth)")
-    add_path(p, "--extractor", "input: FID feature classifier checkpoint")
-    add_path(p, "--reference", "input: FID reference set")
+    _test_image_inputs(p)
     p.add_argument("--tasks", nargs="+", required=True,
                    help="superres, deblur and/or noisy-projection")
     p.add_argument("--methods", nargs="+", required=True, help="dps, pigdm and/or smc")
@@ -108,12 +105,17 @@ def add_controllable_parsers(sub) -> None:
     p.set_defaults(func=cmd_inverse)
 
 
-def _completion_args(p, outs: str, inputs: str, row: str, masks: bool = False) -> None:
-    """The arguments inpaint and colorize share."""
+def _test_image_inputs(p) -> None:
+    """The inputs of the stages that reconstruct test images (inpaint, colorize, inverse)."""
     add_path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
     add_path(p, "--data", "input: processed test split (ground truth)")
     add_path(p, "--extractor", "input: FID feature classifier checkpoint")
     add_path(p, "--reference", "input: FID reference set")
+
+
+def _completion_args(p, outs: str, inputs: str, row: str, masks: bool = False) -> None:
+    """The arguments inpaint and colorize share."""
+    _test_image_inputs(p)
     if masks:
         p.add_argument("--masks", nargs="+", required=True, help="centre, left and/or random")
     p.add_argument("--methods", nargs="+", required=True, help="replace, repaint and/or smc")
