@@ -119,3 +119,16 @@ def test_images_from_model_recovers_the_levels_the_model_was_trained_on(centered
 def test_to_uint8_is_the_identity_for_256_levels():
     k = torch.arange(256, dtype=torch.uint8)
     assert torch.equal(Levels(256).to_uint8(k), k)
+
+
+def test_setup_torch_keeps_freed_memory_in_the_heap():
+    """On glibc every mallopt setting is taken (a freed activation is reused without page faults);
+    elsewhere the call changes nothing and says so."""
+    import subprocess
+    import sys
+
+    code = ("from scoresde.stages.common import keep_freed_memory, setup_torch; "
+            "setup_torch(1); print(keep_freed_memory())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    glibc = sys.platform.startswith("linux") and __import__("platform").libc_ver()[0] == "glibc"
+    assert out.stdout.strip() == str(glibc)

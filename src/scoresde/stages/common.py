@@ -133,8 +133,37 @@ def load_reference(path: str | os.PathLike) -> torch.Tensor:
     return obj["images"]
 
 
+# glibc's mallopt parameters (malloc.h): a stage allocates and frees the same few-MB activations
+# thousands of times; with the defaults each one is a fresh mmap whose pages fault in again.
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+MALLOC_SETTINGS = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 1 << 30, M_TOP_PAD: 64 << 20}
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to serve blocks up to 32 MiB from its heap and to keep up to 1 GiB of freed
+    heap instead of returning it to the system (as the environment variables
+    ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_TOP_PAD_`` would): the
+    activations a stage frees are reused without page faults (sample and likelihood stages: 14-16%
+    less wall time, docs/pipeline.md). The resident memory stays at its peak. True when glibc took
+    every setting; elsewhere (macOS, musl) nothing changes."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return all([mallopt(k, v) == 1 for k, v in MALLOC_SETTINGS.items()])
+
+
 def setup_torch(threads: int, seed: int | None = None) -> None:
-    """Torch intra-op threads = the rule's threads; optional global seed."""
+    """Torch intra-op threads = the rule's threads; malloc keeps freed memory
+    (:func:`keep_freed_memory`); optional global seed."""
+    keep_freed_memory()
     torch.set_num_threads(max(1, int(threads)))
     if seed is not None:
         torch.manual_seed(seed)
