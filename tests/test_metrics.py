@@ -8,8 +8,8 @@ import torch_fidelity
 from sklearn.datasets import load_digits
 
 from scoresde import metrics
-from scoresde.metrics import bootstrap, fidelity
 from scoresde.checkpoint import CheckpointError, save_checkpoint
+from scoresde.metrics import bootstrap, fidelity
 
 
 def _noisy(images, sigma, seed=1):
