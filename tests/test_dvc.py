@@ -25,7 +25,7 @@ BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
        "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}  # fmt: skip
 SDE_NAMES = set(cfg.SDE_NAMES)
-SHARED_DEPS = ("src/scoresde/cli.py", "src/scoresde/stages/common.py",
+SHARED_DEPS = ("src/scoresde/cli", "src/scoresde/stages/common.py",
                "src/scoresde/stages/config.py", "workflow/rules/common.smk")  # fmt: skip
 COPY = ("Snakefile", "params.yaml", "workflow", "profiles", "dvc.yaml", ".dvc", ".dvcignore")
 
@@ -171,7 +171,7 @@ def declared_params(stage: dict, params: dict) -> set[str]:
 
 def cli_modules() -> dict[str, list[str]]:
     """`python -m scoresde <stage>` -> the scoresde.stages modules its cmd_ function imports."""
-    text = (ROOT / "src/scoresde/cli.py").read_text()
+    text = "\n".join(f.read_text() for f in sorted((ROOT / "src/scoresde/cli").glob("*.py")))
     funcs = dict(re.findall(r'add_parser\("([\w-]+)".*?set_defaults\(func=(\w+)', text, re.S))
     bodies = {m[1]: m[2] for m in re.finditer(r"^def (\w+)\(.*?\n((?:    .*\n|\n)*)", text, re.M)}
     return {sub: re.findall(r"from scoresde\.stages import (\w+)", bodies[f]) for sub, f in funcs.items()}
