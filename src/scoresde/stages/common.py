@@ -143,8 +143,8 @@ def keep_freed_memory() -> bool:
     """Ask glibc's malloc to serve blocks up to 32 MiB from its heap and to keep up to 1 GiB of freed
     heap instead of returning it to the system (as the environment variables
     ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_TOP_PAD_`` would): the
-    activations a stage frees are reused without page faults (sample and likelihood stages: 14-16%
-    less wall time, docs/pipeline.md). The resident memory stays at its peak. True when glibc took
+    activations a stage frees are reused without page faults (sample and likelihood jobs: about
+    10-14% less wall time, docs/pipeline.md). The resident memory stays at its peak. True when glibc took
     every setting; elsewhere (macOS, musl) nothing changes."""
     import ctypes
     import ctypes.util
