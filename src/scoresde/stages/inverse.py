@@ -120,8 +120,9 @@ def solve_case(job: dict, task: str, method: str) -> tuple[dict, dict]:
 
     cfg, sde, device, x_true = job["cfg"], job["sde"], job["device"], job["x_true"]
     op = make_operator(task, tuple(x_true.shape[1:]), cfg["seed"])
-    noise = torch.randn(op.forward(x_true).shape, generator=seeded_generator(cfg["seed"], "inverse", 0))
-    y = (op.forward(x_true) + cfg["noise_std"] * noise).to(device)
+    clean = op.forward(x_true)
+    noise = torch.randn(clean.shape, generator=seeded_generator(cfg["seed"], "inverse", 0))
+    y = (clean + cfg["noise_std"] * noise).to(device)
     gens = [seeded_generator(cfg["seed"], "inverse", 2, i, device=device) for i in range(job["n"])]
     options = OPTIONS.get(method, {}) | ({"particles": cfg["particles"]} if method == "smc" else {})
     with timer() as t:
