@@ -3,6 +3,8 @@
 import csv
 import json
 import math
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -343,3 +345,24 @@ def test_browser_check_flags_a_broken_image_and_overflow(tmp_path):
                     "base64,AAAA'></figure><div style='width:3000px'>wide</div></body></html>")
     bad = browser.problems(browser.check_page(page, width=800))
     assert len(bad) == 2 and "'f' did not load" in bad[0] and "px wide in a 800 px viewport" in bad[1]
+
+
+@pytest.mark.parametrize("n, channels, nrow", [(64, 1, 8), (5, 1, 8), (13, 3, 4), (30, 1, 16)])
+def test_tile_equals_torchvision_make_grid(n, channels, nrow):
+    from torchvision.utils import make_grid
+
+    from scoresde.report.plots import tile
+
+    images = torch.randint(0, 256, (n, channels, 8, 8), dtype=torch.uint8)
+    expected = make_grid(images, nrow=nrow, padding=1, pad_value=255).permute(1, 2, 0)
+    assert torch.equal(tile(images, nrow, 255), expected)
+    unit = images.float() / 255
+    expected = make_grid(unit, nrow=nrow, padding=1, pad_value=1.0).permute(1, 2, 0)
+    assert torch.equal(tile(unit, nrow, 1.0), expected)
+
+
+def test_report_package_does_not_import_torchvision():
+    code = ("import sys, scoresde.report, scoresde.report.plots, scoresde.report.inverse, "
+            "scoresde.report.controllable, scoresde.stages.report; "
+            "assert 'torchvision' not in sys.modules, 'torchvision imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from scoresde.report.plots import tile
+
 TASKS = ("superres", "deblur", "noisy-projection")
 SHORT = {"superres": "low-res", "deblur": "blurred", "noisy-projection": "A^T y"}
 MEASUREMENT = {"superres": "2x2 block means, upsampled", "deblur": "blurred",
@@ -15,10 +17,8 @@ MEASUREMENT = {"superres": "2x2 block means, upsampled", "deblur": "blurred",
 
 
 def image_grid(ax, images: torch.Tensor, title: str, cols: int) -> None:
-    from torchvision.utils import make_grid
-
-    grid = make_grid(images.float() / 255.0, nrow=cols, padding=1, pad_value=1.0)
-    ax.imshow(grid.permute(1, 2, 0).numpy().clip(0, 1), cmap="gray", interpolation="nearest")
+    grid = tile(images.float() / 255.0, nrow=cols, pad_value=1.0)
+    ax.imshow(grid.numpy().clip(0, 1), cmap="gray", interpolation="nearest")
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 

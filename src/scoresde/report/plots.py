@@ -120,11 +120,25 @@ def plot_tweedie(fid: pd.DataFrame, title: str, confidence: float = 0.95) -> Fig
     return fig
 
 
+def tile(images: torch.Tensor, nrow: int, pad_value) -> torch.Tensor:
+    """(N, C, H, W) images -> one (height, width, 3) picture, ``nrow`` per row, each framed by
+    1-pixel lines of ``pad_value``: torchvision's ``make_grid(..., padding=1)`` for two or more
+    images (grey ones repeated to RGB), without importing torchvision (seconds of the report
+    job, the DAG's last)."""
+    n, c, h, w = images.shape
+    images = images.expand(n, 3, h, w) if c == 1 else images
+    cols = min(nrow, n)
+    rows = -(-n // cols)
+    grid = images.new_full((3, rows * (h + 1) + 1, cols * (w + 1) + 1), pad_value)
+    for i, image in enumerate(images):
+        top, left = 1 + (i // cols) * (h + 1), 1 + (i % cols) * (w + 1)
+        grid[:, top:top + h, left:left + w] = image
+    return grid.permute(1, 2, 0)
+
+
 def plot_samples(images: torch.Tensor, title: str) -> Figure:
     """A grid of the first 64 uint8 samples."""
-    from torchvision.utils import make_grid
-
-    grid = make_grid(images[:64], nrow=8, padding=1, pad_value=255).permute(1, 2, 0)
+    grid = tile(images[:64], nrow=8, pad_value=255)
     fig = Figure(figsize=(4.4, 4.8), layout="constrained")
     ax = fig.subplots()
     ax.imshow(grid.numpy(), interpolation="nearest")
