@@ -277,3 +277,27 @@ def test_fid_stage_stores_paired_replicates_and_the_interval(digits, classifier,
 
     cmp = fid_difference(noisy, clean, 0.9)
     assert cmp["how"] == "paired bootstrap" and cmp["lo"] > 0 and cmp["verdict"] is False
+
+
+def test_reference_fid_extracts_the_reference_once_and_equals_compute_fid_kid(
+        digits, classifier, monkeypatch):
+    """stages.quality.ReferenceFID: the FID of each set equals compute_fid_kid's (KID subsets of
+    half the smaller set, same seed), one extractor and one pass over the reference for all."""
+    from scoresde.stages.quality import ReferenceFID
+
+    reference = digits["images"][:500]
+    sets = [_noisy(digits["images"][600:664], s, seed=i) for i, s in enumerate((0.0, 0.1, 0.3))]
+    expected = [metrics.compute_fid_kid(x, reference, classifier["path"], seed=6,
+                                        kid_subset_size=max(2, len(x) // 2))["fid"] for x in sets]
+    passes = []
+    features = fidelity.FeatureSpace.features
+    monkeypatch.setattr(fidelity.FeatureSpace, "features",
+                        lambda self, images: passes.append(len(images)) or features(self, images))
+    score = ReferenceFID(reference, str(classifier["path"]))
+    assert [score(x, 6) for x in sets] == expected
+    assert passes == [500, 64, 64, 64]  # the reference once, on the first call
+    shared = ReferenceFID(digits["images"][500:600], score.space())
+    assert shared.space() is score.space()
+    assert math.isnan(score(sets[0][:3], 6))
+    with pytest.raises(ValueError, match="differ"):
+        score(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), 6)

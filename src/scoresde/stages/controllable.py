@@ -45,7 +45,7 @@ from scoresde.stages.inputs import (
     check_test_split,
     write_all,
 )
-from scoresde.stages.quality import fid, psnr, ssim
+from scoresde.stages.quality import ReferenceFID, psnr, ssim
 from scoresde.utils import seeded_generator
 
 MASKS = ("centre", "left", "random")
@@ -183,7 +183,7 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
     """n_per_class class-conditional samples per class; per-class accuracy and FID."""
     from scoresde.controllable import conditional_score
     from scoresde.losses import get_score_fn
-    from scoresde.metrics import classifier_accuracy, load_feature_extractor
+    from scoresde.metrics import FeatureSpace, classifier_accuracy, load_feature_extractor
     from scoresde.models.classifier import class_log_prob
     from scoresde.sampling import sde_sample
     from scoresde.stages.cases import sampler_options
@@ -215,6 +215,7 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
     images, labels = torch.cat(images), torch.cat(labels)
     state = {k_: v for k_, v in fnet.state_dict().items()}
     train_uint8 = Levels(int(split["levels"])).to_uint8(split["x"])
+    space = FeatureSpace(extractor)  # one extractor for every class's reference
     rows = []
     for k in range(ccfg["model"]["num_classes"]):
         sel = labels == k
@@ -222,12 +223,12 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
         rows.append({"dataset": meta["dataset"], "sde": sde.name, "task": "conditional",
                      "case": f"class {k}", "class": k, "n": int(sel.sum()), "nfe": nfe,
                      "accuracy": classifier_accuracy(state, fcfg, images[sel], labels[sel]),
-                     "fid": fid(images[sel], ref, extractor, cc["seed"]),
+                     "fid": ReferenceFID(ref, space)(images[sel], cc["seed"]),
                      "scale": cc["scale"], "steps": cc["steps"]})
     overall = classifier_accuracy(state, fcfg, images, labels)
     rows.append({"dataset": meta["dataset"], "sde": sde.name, "task": "conditional",
                  "case": "all classes", "n": len(images), "nfe": nfe, "accuracy": overall,
-                 "fid": fid(images, train_uint8, extractor, cc["seed"]), "scale": cc["scale"],
+                 "fid": ReferenceFID(train_uint8, space)(images, cc["seed"]), "scale": cc["scale"],
                  "steps": cc["steps"], "seconds": round(t[0], 3)})
     save_tensors(out, {"images": images, "labels": labels})
     write_json(metrics_out, {"rows": rows, "classifier_test_accuracy": ccfg.get("test_accuracy"),
@@ -250,10 +251,12 @@ def method_options(ip: dict, method: str) -> dict:
     return {}
 
 
-def _completion_setup(params: dict, checkpoint: str, test_path: str, reference_path: str,
-                      device_name: str, threads: int, expect_sde: str | None):
+def _completion_setup(params: dict, checkpoint: str, test_path: str, extractor: str,
+                      reference_path: str, device_name: str, threads: int,
+                      expect_sde: str | None):
     """What inpainting and colorization share: the model, the first n_images test images (truth
-    as uint8, ``y`` in model space), the reference set, the score and the corrector's snr."""
+    as uint8, ``y`` in model space), FID against the reference set, the score and the
+    corrector's snr."""
     from scoresde.losses import get_score_fn
     from scoresde.utils import pick_device
 
@@ -268,7 +271,8 @@ def _completion_setup(params: dict, checkpoint: str, test_path: str, reference_p
     return {"ip": ip, "device": device, "sde": sde, "meta": meta, "n": n,
             "truth": levels.to_uint8(test["x"][:n]),
             "y": levels.to_model(test["x"][:n], u=0.5).to(device),
-            "reference": load_reference(reference_path), "score": get_score_fn(sde, model),
+            "fid": ReferenceFID(load_reference(reference_path), extractor),
+            "score": get_score_fn(sde, model),
             "snr": params["sample"]["snr"][sde.name]}
 
 
@@ -284,13 +288,13 @@ def _complete(job: dict, method: str, run) -> tuple:
 
 
 def _row(job: dict, task: str, case: str, mask: str, method: str, images, missing, nfe,
-         seconds, extractor: str) -> dict:
+         seconds) -> dict:
     truth, ip = job["truth"], job["ip"]
     return {"dataset": job["meta"]["dataset"], "sde": job["sde"].name, "task": task,
             "case": case, "mask": mask, "method": method, "n": job["n"], "nfe": nfe,
             "steps": ip["steps"], "psnr": float(psnr(images, truth, missing).mean()),
             "ssim": float(ssim(images, truth).mean()),
-            "fid": fid(images, job["reference"], extractor, ip["seed"]),
+            "fid": job["fid"](images, ip["seed"]),
             "seconds": round(seconds, 3)}
 
 
@@ -306,8 +310,8 @@ def inpaint(params: dict, checkpoint: str, test_path: str, extractor: str, refer
                           (checkpoint, test_path, extractor, reference_path), extractor,
                           "(mask, method)")
     cases = [(m, meth) for m in masks for meth in methods]
-    job = _completion_setup(params, checkpoint, test_path, reference_path, device_name, threads,
-                            expect_sde)
+    job = _completion_setup(params, checkpoint, test_path, extractor, reference_path, device_name,
+                            threads, expect_sde)
     y, truth, sde = job["y"], job["truth"], job["sde"]
     rows, shown, done = [], {"truth": truth}, []
     for (mask_name, method), path in zip(cases, outs, strict=True):
@@ -318,7 +322,7 @@ def inpaint(params: dict, checkpoint: str, test_path: str, extractor: str, refer
         done.append((path, {"images": images, "mask": mask.cpu()}))
         shown[f"masked_{mask_name}"] = torch.where(missing, torch.zeros_like(truth), truth)
         rows.append(_row(job, "inpaint", f"{mask_name} / {method}", mask_name, method, images,
-                         missing, nfe, seconds, extractor))
+                         missing, nfe, seconds))
         log(f"{sde.name} inpaint {mask_name}/{method}: PSNR {rows[-1]['psnr']:.2f} dB, SSIM "
             f"{rows[-1]['ssim']:.3f}, nfe {nfe}, {seconds:.1f}s")
     write_all(done + [(inputs_out, shown)], metrics_out, {"rows": rows, "config": provenance(
@@ -337,8 +341,8 @@ def colorize(params: dict, checkpoint: str, test_path: str, extractor: str, refe
 
     check_completion_args(None, methods, outs, inputs_out, metrics_out,
                           (checkpoint, test_path, extractor, reference_path), extractor, "method")
-    job = _completion_setup(params, checkpoint, test_path, reference_path, device_name, threads,
-                            expect_sde)
+    job = _completion_setup(params, checkpoint, test_path, extractor, reference_path, device_name,
+                            threads, expect_sde)
     y, truth, sde = job["y"], job["truth"], job["sde"]
     if y.shape[1] != 3:
         raise StageError(f"colorize needs RGB images; {test_path} holds {y.shape[1]}-channel "
@@ -350,7 +354,7 @@ def colorize(params: dict, checkpoint: str, test_path: str, extractor: str, refe
             colour, job["score"], sde, gray, job["ip"]["steps"]))
         done.append((path, {"images": images}))
         rows.append(_row(job, "colorize", f"colour / {method}", "colour", method, images, None,
-                         nfe, seconds, extractor))
+                         nfe, seconds))
         log(f"{sde.name} colorize {method}: PSNR {rows[-1]['psnr']:.2f} dB, SSIM "
             f"{rows[-1]['ssim']:.3f}, nfe {nfe}, {seconds:.1f}s")
     grey_images = truth.float().mean(dim=1, keepdim=True).round().to(torch.uint8).expand_as(truth)

@@ -35,7 +35,7 @@ from scoresde.stages.common import (
     write_json,
 )
 from scoresde.stages.inputs import check_case_args
-from scoresde.stages.quality import fid, psnr, ssim
+from scoresde.stages.quality import ReferenceFID, psnr, ssim
 from scoresde.utils import seeded_generator
 
 TASKS = ("superres", "deblur", "noisy-projection")
@@ -99,7 +99,7 @@ def inverse(params: dict, checkpoint: str, test_path: str, extractor: str, refer
     job = {"cfg": cfg, "device": device, "sde": sde, "meta": meta, "n": n,
            "score": get_score_fn(sde, model), "truth": level_map.to_uint8(test["x"][:n]),
            "x_true": level_map.to_model(test["x"][:n], u=0.5),  # the cells' centres
-           "reference": load_reference(reference_path), "extractor": extractor}
+           "fid": ReferenceFID(load_reference(reference_path), extractor)}
     rows, files = [], []
     for (task, method), out, metrics_out in zip(
             [(t, m) for t in tasks for m in methods], outs, metrics_outs, strict=True):
@@ -136,7 +136,7 @@ def solve_case(job: dict, task: str, method: str) -> tuple[dict, dict]:
            "case": f"{task} / {method}", "method": method, "n": job["n"], "nfe": nfe,
            "steps": cfg["steps"], "noise_std": cfg["noise_std"], "residual": residual,
            "psnr": float(psnr(images, truth).mean()), "ssim": float(ssim(images, truth).mean()),
-           "fid": fid(images, job["reference"], job["extractor"], cfg["seed"]),
+           "fid": job["fid"](images, cfg["seed"]),
            "seconds": round(t[0], 3)}
     log(f"{sde.name} inverse {task}/{method}: PSNR {row['psnr']:.2f} dB, SSIM {row['ssim']:.3f}, "
         f"residual {residual:.4f} (noise_std {cfg['noise_std']}), nfe {nfe}, {t[0]:.1f}s")

@@ -39,13 +39,37 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, window: int = 5, sigma: float = 1.0
     return s.flatten(1).mean(1)
 
 
-def fid(images, reference, extractor: str, seed: int) -> float:
-    """FID of ``images`` against ``reference`` (uint8) in the extractor's features, KID subsets of
-    half the smaller set; NaN below 4 images."""
-    from scoresde.metrics import compute_fid_kid
+class ReferenceFID:
+    """FID of image sets against one reference set (uint8) in one feature extractor.
 
-    n = min(len(images), len(reference))
-    if n < 4:
-        return float("nan")
-    return compute_fid_kid(images, reference, extractor_weights_path=extractor, seed=seed,
-                           kid_subset_size=max(2, n // 2))["fid"]
+    The extractor is built and the reference's features extracted once, on the first call, for
+    every set scored after; each value equals ``metrics.compute_fid_kid(images, reference,
+    extractor, seed=seed, kid_subset_size=max(2, n // 2))["fid"]`` (KID subsets of half the
+    smaller set), NaN below 4 images. ``extractor``: the classifier checkpoint's path, or a
+    ``metrics.FeatureSpace`` to share between references.
+    """
+
+    def __init__(self, reference: torch.Tensor, extractor):
+        self.reference, self._extractor, self._features = reference, extractor, None
+
+    def space(self):
+        from scoresde.metrics import FeatureSpace
+
+        if not isinstance(self._extractor, FeatureSpace):
+            self._extractor = FeatureSpace(self._extractor)
+        return self._extractor
+
+    def __call__(self, images: torch.Tensor, seed: int) -> float:
+        from scoresde.metrics import fid_kid_from_features
+
+        if images.shape[1:] != self.reference.shape[1:]:
+            raise ValueError(f"images {tuple(images.shape[1:])} and reference "
+                             f"{tuple(self.reference.shape[1:])} differ")
+        n = min(len(images), len(self.reference))
+        if n < 4:
+            return float("nan")
+        space = self.space()
+        if self._features is None:
+            self._features = space.features(self.reference)
+        return fid_kid_from_features(space.features(images), self._features, max(2, n // 2), seed,
+                                     space.num_threads)["fid"]
