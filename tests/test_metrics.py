@@ -295,9 +295,9 @@ def test_reference_fid_extracts_the_reference_once_and_equals_compute_fid_kid(
                         lambda self, images: passes.append(len(images)) or features(self, images))
     score = ReferenceFID(reference, str(classifier["path"]))
     assert [score(x, 6) for x in sets] == expected
-    assert passes == [500, 64, 64, 64]  # the reference once, on the first call
-    shared = ReferenceFID(digits["images"][500:600], score.space())
-    assert shared.space() is score.space()
+    assert passes == [500, 64, 64, 64]  # the reference once, when built
+    shared = ReferenceFID(digits["images"][500:600], score.space)
+    assert shared.space is score.space
     assert math.isnan(score(sets[0][:3], 6))
     with pytest.raises(ValueError, match="differ"):
         score(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), 6)

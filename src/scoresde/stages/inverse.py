@@ -29,12 +29,10 @@ from scoresde.stages.common import (
     load_split,
     log,
     provenance,
-    save_tensors,
     setup_torch,
     timer,
-    write_json,
 )
-from scoresde.stages.inputs import check_case_args
+from scoresde.stages.inputs import check_case_args, write_all
 from scoresde.stages.quality import ReferenceFID, psnr, ssim
 from scoresde.utils import seeded_generator
 
@@ -109,8 +107,7 @@ def inverse(params: dict, checkpoint: str, test_path: str, extractor: str, refer
             "inverse", params, checkpoint=str(checkpoint), test=str(test_path), task=task,
             method=method)}))
     for out, tensors, metrics_out, metrics in files:  # metrics JSON last: a case is complete
-        save_tensors(out, tensors)
-        write_json(metrics_out, metrics)
+        write_all([(out, tensors)], metrics_out, metrics)
     return rows
 
 

@@ -42,7 +42,7 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, window: int = 5, sigma: float = 1.0
 class ReferenceFID:
     """FID of image sets against one reference set (uint8) in one feature extractor.
 
-    The extractor is built and the reference's features extracted once, on the first call, for
+    The extractor is built (unless given) and the reference's features extracted once, here, for
     every set scored after; each value equals ``metrics.compute_fid_kid(images, reference,
     extractor, seed=seed, kid_subset_size=max(2, n // 2))["fid"]`` (KID subsets of half the
     smaller set), NaN below 4 images. ``extractor``: the classifier checkpoint's path, or a
@@ -50,14 +50,10 @@ class ReferenceFID:
     """
 
     def __init__(self, reference: torch.Tensor, extractor):
-        self.reference, self._extractor, self._features = reference, extractor, None
-
-    def space(self):
         from scoresde.metrics import FeatureSpace
 
-        if not isinstance(self._extractor, FeatureSpace):
-            self._extractor = FeatureSpace(self._extractor)
-        return self._extractor
+        self.space = extractor if isinstance(extractor, FeatureSpace) else FeatureSpace(extractor)
+        self.reference, self.features = reference, self.space.features(reference)
 
     def __call__(self, images: torch.Tensor, seed: int) -> float:
         from scoresde.metrics import fid_kid_from_features
@@ -68,8 +64,5 @@ class ReferenceFID:
         n = min(len(images), len(self.reference))
         if n < 4:
             return float("nan")
-        space = self.space()
-        if self._features is None:
-            self._features = space.features(self.reference)
-        return fid_kid_from_features(space.features(images), self._features, max(2, n // 2), seed,
-                                     space.num_threads)["fid"]
+        return fid_kid_from_features(self.space.features(images), self.features, max(2, n // 2),
+                                     seed, self.space.num_threads)["fid"]
