@@ -1,6 +1,6 @@
 """Where a pipeline run spends its time: stage by stage, and the hot operations inside each stage.
 
-    python benchmarks/profile_pipeline.py RUN_DIR [--before OLD_RUN_DIR] [--profile]
+    python benchmarks/profile_pipeline.py RUN_DIR [--before OLD_RUN_DIR] [--cores N] [--profile]
 
 RUN_DIR is a folder where `snakemake` ran (it holds logs/benchmarks/, samples/, checkpoints/).
 The stage table sums Snakemake's benchmark files per rule (wall seconds of every job, and their
@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -42,6 +44,47 @@ def sampling_split(run: Path) -> tuple[float, float]:
         key = (d["sde"], d["sampler"], d["steps"], tuple(d.get("trajectory_shared_by", [meta])))
         trajectories[key] = d["seconds"]  # the pair of a shared trajectory counts once
     return sum(trajectories.values()), stage_times(run).get("sample", {}).get("wall", 0.0)
+
+
+def _json_seconds(run: Path, pattern: str) -> float:
+    return sum(float(json.loads(f.read_text()).get("seconds", 0.0)) for f in run.glob(pattern))
+
+
+def timed_work(run: Path) -> dict[str, float]:
+    """{rule: seconds its jobs spent in their own timed work}, from the run's outputs: the
+    training loops (train config.json), drawing samples, the likelihood ODE solves (nll.json)
+    and the snapshots' sampling (selection.csv). The rest of a job's time is starting Python,
+    imports, loading and writing files, and FID / feature work these files do not time."""
+    select = 0.0
+    for table in run.glob("checkpoints/*/*/selection.csv"):
+        with open(table) as f:
+            select += sum(float(r["seconds"]) for r in csv.DictReader(f))
+    return {"train": _json_seconds(run, "checkpoints/*/*/config.json"),
+            "sample": sampling_split(run)[0],
+            "likelihood": _json_seconds(run, "metrics/*/*/nll.json"),
+            "select_checkpoint": select}
+
+
+def snakemake_wall(run: Path) -> float | None:
+    """Elapsed seconds of the run's newest Snakemake log (None if it has none)."""
+    logs = sorted((run / ".snakemake/log").glob("*.snakemake.log"))
+    found = re.findall(r"Elapsed time: (\d+):(\d+):([\d.]+)", logs[-1].read_text()) if logs else []
+    return None if not found else 3600 * int(found[-1][0]) + 60 * int(found[-1][1]) + float(found[-1][2])
+
+
+def print_floor(run: Path, cores: int) -> None:
+    """Jobs' seconds split into timed work and the rest, and the wall-time floor of the work."""
+    stages, work = stage_times(run), timed_work(run)
+    print("\n| rule | jobs' s | timed work s | rest s |\n|---|---|---|---|")
+    for rule, s in sorted(stages.items(), key=lambda kv: -kv[1]["wall"]):
+        w = work.get(rule, 0.0)
+        print(f"| {rule} | {s['wall']:.0f} | {w:.0f} | {s['wall'] - w:.0f} |")
+    total, done = sum(s["wall"] for s in stages.values()), sum(work.values())
+    print(f"| total | {total:.0f} | {done:.0f} | {total - done:.0f} |")
+    wall = snakemake_wall(run)
+    print(f"\n- floor on {cores} cores (the timed work alone, perfectly packed): {done / cores:.0f} s; "
+          f"all jobs packed with no idle core: {total / cores:.0f} s"
+          + (f"; this run's wall time: {wall:.0f} s" if wall else ""))
 
 
 def print_stage_table(run: Path, before: Path | None) -> None:
@@ -132,6 +175,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path, help="folder of a finished snakemake run")
     ap.add_argument("--before", type=Path, help="an older run of the same config, for comparison")
+    ap.add_argument("--cores", type=int, default=os.cpu_count(),
+                    help="cores the run had, for the floor (default: this machine's)")
     ap.add_argument("--profile", action="store_true", help="torch profiler on train / sample / likelihood")
     args = ap.parse_args(argv)
     if not (args.run / "logs/benchmarks").is_dir():
@@ -139,6 +184,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     print_stage_table(args.run, args.before)
+    print_floor(args.run, args.cores)
     if args.profile:
         profile(args.run)
     return 0

@@ -140,3 +140,34 @@ def test_profile_pipeline_tables_a_run_stage_by_stage(tmp_path, capsys):
     assert "| total | 3 | 40 | 37 | 100% | 5 | 50 | 45 | 0.82 |" in out
     assert "10 s of job time, 3 s drawing samples, 7 s (3.5 s per job)" in out
     assert profile_pipeline.main([str(tmp_path / "nowhere")]) == 2
+
+
+def test_profile_pipeline_splits_timed_work_from_the_rest(tmp_path, capsys):
+    import json
+
+    import profile_pipeline
+
+    head = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for rule, wall in (("train", 30.0), ("likelihood", 20.0), ("select_checkpoint", 6.0), ("fid", 4.0)):
+        tsv = tmp_path / "logs/benchmarks" / rule / "digits/ve.tsv"
+        tsv.parent.mkdir(parents=True, exist_ok=True)
+        tsv.write_text(head + f"{wall}\t0:00:05\t1\t1\t1\t1\t0\t0\t90\t{wall}\n")
+    run = tmp_path / "checkpoints/digits/ve"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"stage": "train", "seconds": 27.5}))
+    (run / "selection.csv").write_text("step,fid,seconds\n400,3.0,1.0\n800,2.0,1.5\n")
+    nll = tmp_path / "metrics/digits/ve/nll.json"
+    nll.parent.mkdir(parents=True)
+    nll.write_text(json.dumps({"bpd": 2.0, "seconds": 18.0}))
+    log = tmp_path / ".snakemake/log/2026-12-06T040102.snakemake.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("22 of 22 steps (100%) done\nElapsed time: 0:01:02.500000\n")
+    assert profile_pipeline.main([str(tmp_path), "--cores", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| train | 30 | 28 | 2 |" in out
+    assert "| likelihood | 20 | 18 | 2 |" in out
+    assert "| select_checkpoint | 6 | 2 | 4 |" in out
+    assert "| fid | 4 | 0 | 4 |" in out
+    assert "| total | 60 | 48 | 12 |" in out
+    assert "floor on 2 cores (the timed work alone, perfectly packed): 24 s; all jobs packed with " \
+           "no idle core: 30 s; this run's wall time: 62 s" in out
