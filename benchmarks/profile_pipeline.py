@@ -36,14 +36,19 @@ def stage_times(run: Path) -> dict[str, dict]:
     return stages
 
 
-def sampling_split(run: Path) -> tuple[float, float]:
-    """(seconds drawing samples, seconds of sample-job wall time) for the sample rule."""
+def drawing_seconds(run: Path) -> float:
+    """Seconds the sample jobs spent drawing samples (the `seconds` of the sample JSONs)."""
     trajectories = {}
     for meta in run.glob("samples/*/*/*.json"):
         d = json.loads(meta.read_text())
         key = (d["sde"], d["sampler"], d["steps"], tuple(d.get("trajectory_shared_by", [meta])))
         trajectories[key] = d["seconds"]  # the pair of a shared trajectory counts once
-    return sum(trajectories.values()), stage_times(run).get("sample", {}).get("wall", 0.0)
+    return sum(trajectories.values())
+
+
+def sampling_split(run: Path) -> tuple[float, float]:
+    """(seconds drawing samples, seconds of sample-job wall time) for the sample rule."""
+    return drawing_seconds(run), stage_times(run).get("sample", {}).get("wall", 0.0)
 
 
 def _json_seconds(run: Path, pattern: str) -> float:
@@ -60,7 +65,7 @@ def timed_work(run: Path) -> dict[str, float]:
         with open(table) as f:
             select += sum(float(r["seconds"]) for r in csv.DictReader(f))
     return {"train": _json_seconds(run, "checkpoints/*/*/config.json"),
-            "sample": sampling_split(run)[0],
+            "sample": drawing_seconds(run),
             "likelihood": _json_seconds(run, "metrics/*/*/nll.json"),
             "select_checkpoint": select}
 

@@ -109,7 +109,8 @@ def _resolve_extractor(extractor_weights_path, inception_weights):
     return register_classifier_extractor(), str(extractor_weights_path), label
 
 
-def _check_pair(samples, reference) -> int:
+def check_pair(samples, reference) -> int:
+    """The smaller set's size; a ValueError naming both image shapes when they differ."""
     if samples.shape[1:] != reference.shape[1:]:
         raise ValueError(
             f"samples {tuple(samples.shape[1:])} and reference {tuple(reference.shape[1:])} differ"
@@ -198,7 +199,7 @@ def compute_fid_kid(
     Returns ``{"fid", "kid", "kid_std", "feature_extractor"}``.
     """
     samples, reference = as_uint8_images(samples_uint8), as_uint8_images(reference_uint8)
-    n_min = _check_pair(samples, reference)
+    n_min = check_pair(samples, reference)
     subset = kid_subset_size or max(2, min(1000, n_min // 2))
     if not 2 <= subset <= n_min:
         raise ValueError(f"kid_subset_size={subset} must be in 2..{n_min} (the smaller set)")

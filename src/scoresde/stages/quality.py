@@ -56,12 +56,9 @@ class ReferenceFID:
         self.reference, self.features = reference, self.space.features(reference)
 
     def __call__(self, images: torch.Tensor, seed: int) -> float:
-        from scoresde.metrics import fid_kid_from_features
+        from scoresde.metrics import check_pair, fid_kid_from_features
 
-        if images.shape[1:] != self.reference.shape[1:]:
-            raise ValueError(f"images {tuple(images.shape[1:])} and reference "
-                             f"{tuple(self.reference.shape[1:])} differ")
-        n = min(len(images), len(self.reference))
+        n = check_pair(images, self.reference)
         if n < 4:
             return float("nan")
         return fid_kid_from_features(self.space.features(images), self.features, max(2, n // 2),
