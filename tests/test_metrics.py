@@ -250,9 +250,13 @@ def test_fid_stage_stores_paired_replicates_and_the_interval(digits, classifier,
     from scoresde.stages.common import save_tensors
 
     save_tensors(tmp_path / "reference.pt", {"images": digits["images"][:600]})
+    for split, idx in (("train", slice(0, 600)), ("test", slice(1400, 1797))):
+        save_tensors(tmp_path / f"{split}.pt", {"x": digits["levels"][idx].to(torch.uint8), "levels": 17,
+                                                "labels": digits["labels"][idx], "name": "digits"})
     params = {"eval": {"inception_weights": None, "fid": {
         "batch_size": 500, "kid_subset_size": 50, "seed": 0,
-        "bootstrap": {"n": 40, "seed": 3, "confidence": 0.9}}}}  # fmt: skip
+        "bootstrap": {"n": 40, "seed": 3, "confidence": 0.9}},
+        "manifold": {"nearest_k": 5, "memorised_ratio": 1 / 3}}}  # fmt: skip
     outs = []
     for name, sigma in (("clean", 0.0), ("noisy", 0.2)):
         images = _noisy(digits["images"][1000:1200], sigma) if sigma else digits["images"][1000:1200]
@@ -262,16 +266,20 @@ def test_fid_stage_stores_paired_replicates_and_the_interval(digits, classifier,
     fid_stage.run(params, [str(tmp_path / f"{n}.pt") for n in ("clean", "noisy")],
                   [str(tmp_path / f"{n}.json") for n in ("clean", "noisy")],
                   str(tmp_path / "reference.pt"), str(classifier["path"]), [str(o) for o in outs],
-                  device_name="cpu")  # fmt: skip
+                  str(tmp_path / "train.pt"), str(tmp_path / "test.pt"), device_name="cpu")  # fmt: skip
     clean, noisy = (json.loads(o.read_text()) for o in outs)
     for rec in (clean, noisy):
         assert rec["fid_ci_low"] < rec["fid"] < rec["fid_ci_high"] and rec["fid_ci_level"] == 0.9
+        for key in ("kid", "precision", "recall", "density", "coverage", "memorised"):
+            assert rec[f"{key}_ci_low"] <= rec[key] <= rec[f"{key}_ci_high"], key
         assert len(rec["fid_bootstrap"]) == rec["bootstrap_n"] == 40 and rec["n_reference"] == 600
         lo, hi = metrics.bootstrap_interval(rec["fid"], rec["fid_bootstrap"], 0.9)
         assert (lo, hi) == pytest.approx((rec["fid_ci_low"], rec["fid_ci_high"]), rel=1e-5)
     direct = metrics.compute_fid_kid(digits["images"][1000:1200], digits["images"][:600],
                                      classifier["path"], kid_subset_size=50, seed=0)  # fmt: skip
     assert clean["fid"] == pytest.approx(direct["fid"], rel=1e-9) and noisy["fid"] > clean["fid"]
+    assert noisy["precision_ci_high"] < clean["precision_ci_low"]  # noise leaves the manifold
+    assert clean["memorised"] == 0 and clean["memorised_heldout"] == 0  # images 1000..1199: unseen
     # the report pairs the two cases' replicates: noisy is decidedly worse
     from scoresde.report.uncertainty import fid_difference
 

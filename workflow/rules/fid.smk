@@ -31,6 +31,8 @@ rule fid:
         meta=case_files("samples/{{dataset}}/{{sde}}/{case}.json"),
         reference="data/processed/{dataset}/reference.pt",
         extractor="checkpoints/{dataset}/fid_features.pt",
+        train="data/processed/{dataset}/train.pt",
+        test="data/processed/{dataset}/test.pt",
     output:
         case_files("metrics/{{dataset}}/{{sde}}/fid/{case}.json"),
     log:
@@ -50,7 +52,8 @@ rule fid:
         scoresde(
             "fid",
             "--samples {input.samples} --meta {input.meta} --reference {input.reference} "
-            "--extractor {input.extractor} --out {output}",
+            "--extractor {input.extractor} --train {input.train} --test {input.test} "
+            "--out {output}",
         )
 
 
@@ -61,6 +64,8 @@ use rule fid as fid_seed with:
         meta=case_files("samples/{{dataset}}/{{sde}}/seed{{seed}}/{case}.json"),
         reference="data/processed/{dataset}/reference.pt",
         extractor="checkpoints/{dataset}/fid_features.pt",
+        train="data/processed/{dataset}/train.pt",
+        test="data/processed/{dataset}/test.pt",
     output:
         case_files("metrics/{{dataset}}/{{sde}}/fid/seed{{seed}}/{case}.json"),
     log:

@@ -73,8 +73,8 @@ def cmd_fid(args) -> None:
     from scoresde.stages import fid
 
     params = params_of(args)
-    fid.run(job_params(params, "fid"), args.samples, args.meta,
-            args.reference, args.extractor, args.out, **runtime(args, params, "eval"))
+    fid.run(job_params(params, "fid"), args.samples, args.meta, args.reference, args.extractor,
+            args.out, args.train, args.test, **runtime(args, params, "eval"))
 
 
 def cmd_likelihood(args) -> None:
@@ -212,11 +212,14 @@ def add_stage_parsers(sub) -> None:
     add_common(p)
     p.set_defaults(func=cmd_sample_cases)
 
-    p = sub.add_parser("fid", help="FID/KID of sample files (torch-fidelity)")
+    p = sub.add_parser("fid", help="FID, KID, precision / recall, density / coverage and the "
+                                   "memorised share of sample files")
     add_path(p, "--samples", "input: sample files ({case}.pt)", nargs="+")
     add_path(p, "--meta", "input: their sidecar JSONs, in the same order", nargs="+")
     add_path(p, "--reference", "input: FID reference set")
     add_path(p, "--extractor", "input: FID feature classifier checkpoint")
+    add_path(p, "--train", "input: processed training split (the memorised share's copies)")
+    add_path(p, "--test", "input: processed test split (held-out distances for the memorised share)")
     add_path(p, "--out", "output: one metrics JSON per sample file, in the same order", nargs="+")
     add_common(p)
     p.set_defaults(func=cmd_fid)

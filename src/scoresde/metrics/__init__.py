@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import importlib
 
-from .bootstrap import BootstrapFID, bootstrap_interval, frechet_distance
+from .bootstrap import BootstrapFID, BootstrapKID, bootstrap_interval, frechet_distance
 from .classifier import (
     EXTRACTOR_NAME,
     FeatureClassifier,
@@ -54,7 +54,7 @@ _FIDELITY = (
 )  # fmt: skip
 
 __all__ = [
-    "EXTRACTOR_NAME", "BootstrapFID", "FeatureClassifier", "as_uint8_images", "bootstrap_interval",
+    "EXTRACTOR_NAME", "BootstrapFID", "BootstrapKID", "FeatureClassifier", "as_uint8_images", "bootstrap_interval",
     "build_feature_classifier", "classifier_accuracy", "cpu_threads", "frechet_distance",
     "load_feature_extractor", "train_feature_extractor", *_FIDELITY,
 ]  # fmt: skip

@@ -292,7 +292,7 @@ STAGE_KEYS = {
     "train": ("data.centered", "model", "sde", "train"),
     "select-checkpoint": ("select",),
     "sample": ("sample",),
-    "fid": ("eval.fid", "eval.inception_weights"),
+    "fid": ("eval.fid", "eval.manifold", "eval.inception_weights"),
     "likelihood": ("eval.likelihood",),
     "report": GROUPS,
     "train-classifier": ("data.centered", "model.fourier_scale", "sde", "train.dequantize",

@@ -5,10 +5,12 @@ Offline default: a small classifier trained here on the dataset's labelled train
 extractor and named so in every result. With ``eval.inception_weights`` set to a local
 file the standard Inception-v3 FID / KID are added as ``fid_inception`` / ``kid_inception``.
 
-Features of the reference set are extracted once per job; each case's FID comes with
-``eval.fid.bootstrap.n`` bootstrap replicates (``fid_bootstrap``, resampling both sets, paired
-across cases by a shared seed) and their ``confidence`` interval (``fid_ci_low``,
-``fid_ci_high``), from which the report decides every ordering.
+Features of the reference, training and held-out test sets are extracted once per job. Each
+case gets, beside FID and KID, precision / recall / density / coverage against the reference set
+and the ``memorised`` share of near-copies of training images (``scoresde.metrics.manifold``).
+Every figure comes with its ``confidence`` interval (``<name>_ci_low`` / ``<name>_ci_high``) from
+``eval.fid.bootstrap.n`` replicates resampling both sets, paired across cases by a shared seed
+(FID's replicates are kept as ``fid_bootstrap``: the report decides every ordering from them).
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def train_features(params: dict, train_path: str, test_path: str | None, out: st
     state, config = train_feature_extractor(
         split["x"], split["labels"], levels=int(split["levels"]), epochs=feats["epochs"],
         seed=feats["seed"], batch_size=feats["batch_size"], lr=feats["lr"],
-        width=feats["width"], feature_dim=feats["feature_dim"], dataset=split["name"],
-        device=device, progress=True)
+        width=feats["width"], blocks=feats["blocks"], shift=feats["shift"], flip=feats["flip"],
+        dataset=split["name"], device=device, progress=True, num_threads=threads)
     if test_path:
         test = load_split(test_path)
         config["test_accuracy"] = classifier_accuracy(state, config, test["x"], test["labels"],
@@ -64,8 +66,11 @@ def train_features(params: dict, train_path: str, test_path: str | None, out: st
 class Scorer:
     """Reference features and their bootstrap resamples, computed once for all cases of a job."""
 
-    def __init__(self, params: dict, reference_path: str, extractor_path: str, cuda: bool):
-        from scoresde.metrics import BootstrapFID, FeatureSpace, cpu_threads
+    def __init__(self, params: dict, reference_path: str, extractor_path: str, cuda: bool,
+                 train_path: str, test_path: str):
+        from scoresde.data import Levels
+        from scoresde.metrics import BootstrapFID, BootstrapKID, FeatureSpace, cpu_threads
+        from scoresde.metrics.manifold import CopyDetector, Manifold
 
         ev = params["eval"]
         self.fid, self.ev, self.reference_path = ev["fid"], ev, reference_path
@@ -73,11 +78,20 @@ class Scorer:
         self.reference = load_reference(reference_path)
         self.space = FeatureSpace(extractor_path, cuda=cuda, batch_size=self.fid["batch_size"])
         self.f_reference = self.space.features(self.reference)
-        boot = self.fid["bootstrap"]
-        self.bootstrap = None
-        if boot["n"]:
-            with cpu_threads(self.space.num_threads):
+        split_features = {}
+        for name, path in (("train", train_path), ("test", test_path)):
+            split = load_split(path)
+            split_features[name] = self.space.features(Levels(int(split["levels"])).to_uint8(split["x"]))
+        boot, man = self.fid["bootstrap"], ev["manifold"]
+        self.bootstrap = self.kid_bootstrap = None
+        with cpu_threads(self.space.num_threads):
+            if boot["n"]:
                 self.bootstrap = BootstrapFID(self.f_reference, boot["n"], boot["seed"])
+                self.kid_bootstrap = BootstrapKID(self.f_reference, boot["n"], boot["seed"])
+            self.manifold = Manifold(self.f_reference, man["nearest_k"], boot["n"], boot["seed"],
+                                     boot["confidence"])  # fmt: skip
+            self.copies = CopyDetector(split_features["train"], split_features["test"],
+                                       man["memorised_ratio"], boot["confidence"])  # fmt: skip
         self.inception = None
         if ev["inception_weights"]:
             self.inception = FeatureSpace(inception_weights=ev["inception_weights"], cuda=cuda,
@@ -96,10 +110,15 @@ class Scorer:
             boot = self.fid["bootstrap"]
             with cpu_threads(self.space.num_threads):
                 reps = self.bootstrap.replicates(f)
+                kid_lo, kid_hi = bootstrap_interval(out["kid"], self.kid_bootstrap.replicates(f),
+                                                    boot["confidence"])  # fmt: skip
             lo, hi = bootstrap_interval(out["fid"], reps, boot["confidence"])
             out |= {"fid_ci_low": lo, "fid_ci_high": hi, "fid_ci_level": boot["confidence"],
+                    "kid_ci_low": kid_lo, "kid_ci_high": kid_hi,
                     "fid_bootstrap": [round(float(r), 6) for r in reps],
                     "bootstrap_n": boot["n"], "bootstrap_seed": boot["seed"]}
+        with cpu_threads(self.space.num_threads):
+            out |= self.manifold(f) | self.copies(f)
         if self.inception is not None:
             inc = fid_kid_from_features(self.inception.features(images),
                                         self.f_reference_inception, **kid, num_threads=None)
@@ -126,13 +145,15 @@ def score_case(params: dict, scorer: Scorer, samples_path: str, meta_path: str, 
     interval = (f" [{metrics['fid_ci_low']:.3f}, {metrics['fid_ci_high']:.3f}]"
                 if "fid_ci_low" in metrics else "")
     log(f"{Path(samples_path).stem}: FID {metrics['fid']:.3f}{interval} KID {metrics['kid']:.4f} "
-        f"({metrics['feature_extractor']}) -> {out}")
+        f"precision {metrics['precision']:.3f} recall {metrics['recall']:.3f} density "
+        f"{metrics['density']:.3f} coverage {metrics['coverage']:.3f} memorised "
+        f"{metrics['memorised']:.3f} ({metrics['feature_extractor']}) -> {out}")
     return result
 
 
 def run(params: dict, samples: list[str], metas: list[str], reference_path: str,
-        extractor_path: str, outs: list[str], device_name: str = "auto",
-        threads: int = 1) -> list[dict]:
+        extractor_path: str, outs: list[str], train_path: str, test_path: str,
+        device_name: str = "auto", threads: int = 1) -> list[dict]:
     """FID/KID of each sample file (paired with its sidecar and output path, in order)."""
     from scoresde.utils import pick_device
 
@@ -146,5 +167,5 @@ def run(params: dict, samples: list[str], metas: list[str], reference_path: str,
                          "or set it to null")
     setup_torch(threads)
     cuda = pick_device(device_name).type == "cuda"
-    scorer = Scorer(params, reference_path, extractor_path, cuda)
+    scorer = Scorer(params, reference_path, extractor_path, cuda, train_path, test_path)
     return [score_case(params, scorer, s, m, o) for s, m, o in zip(samples, metas, outs, strict=True)]
