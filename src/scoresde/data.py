@@ -48,6 +48,13 @@ SPLITS = ("train", "test")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DIGITS_TEST_SIZE = 297
 
+CLASS_NAMES = {
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"],
+}
+
 _IDX = ("train-images-idx3-ubyte, train-labels-idx1-ubyte, "
         "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")
 LAYOUTS = {
@@ -75,12 +82,14 @@ class DataWarning(UserWarning):
 
 @dataclass
 class Dataset:
-    """x: uint8 levels (N, C, H, W) or float32 points (N, D); labels: (N,) long or None."""
+    """x: uint8 levels (N, C, H, W) or float32 points (N, D); labels: (N,) long or None;
+    classes: the name of each label (image folders, CIFAR-10, Fashion-MNIST) or None."""
 
     x: torch.Tensor
     labels: torch.Tensor | None
     levels: int | None
     name: str
+    classes: list[str] | None = None  # class names by label, where the dataset has them
 
     def __len__(self) -> int:
         return len(self.x)
@@ -118,7 +127,8 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
         gen = seeded_generator(seed, "data", 3 + SPLITS.index(split))
         idx = stratified(labels, len(labels) if n is None else n, gen)
         x, labels = x[idx], labels[idx]
-    return Dataset(x.contiguous(), labels, levels, name)
+    classes = _folder_classes(Path(root)) if name == "image_folder" else CLASS_NAMES.get(name)
+    return Dataset(x.contiguous(), labels, levels, name, classes)
 
 
 def stratified(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -318,6 +328,14 @@ def _image_folder(name: str, split: str, root: str | Path | None):
                       f"images to RGB ({kinds}; alpha dropped) in {directory}", DataWarning,
                       stacklevel=3)
     return torch.stack(images), torch.tensor([label for _, label in samples]), 256
+
+
+def _folder_classes(root: Path) -> list[str]:
+    """An image folder's class names by label: the training split's sorted class folders."""
+    from torchvision.datasets.folder import find_classes
+
+    split_dirs = (root / "train").is_dir()
+    return find_classes(str(root / "train" if split_dirs else root))[0]
 
 
 def _check_sizes(name: str, root: Path, paths: list[str], images) -> None:

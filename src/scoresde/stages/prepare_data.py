@@ -2,8 +2,9 @@
 
 Outputs (all `torch.save` dicts, read back with `weights_only=True`):
 ``train.pt`` / ``test.pt``: ``{"x": uint8 (N, C, H, W) levels 0..L-1, "labels": long (N,) or
-None, "levels": L, "name": dataset}``; ``reference.pt``: ``{"images": uint8 (N, C, H, W)
-0..255}``, training images mapped to 0..255 (the set FID compares samples with).
+None, "levels": L, "name": dataset, "classes": the class names by label or None}``;
+``reference.pt``: ``{"images": uint8 (N, C, H, W) 0..255}``, training images mapped to 0..255
+(the set FID compares samples with).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def run(params: dict, train_out: str, test_out: str, reference_out: str,
     for split, path in (("train", train_out), ("test", test_out)):
         ds = splits[split]
         save_tensors(path, {"x": ds.x, "labels": ds.labels, "levels": int(ds.levels),
-                            "name": name})
+                            "name": name, "classes": ds.classes})
     save_tensors(reference_out, {"images": reference})
     log(f"FID reference set: {tuple(reference.shape)} uint8 from the {data['reference_split']} split")
     if config_out:
