@@ -324,9 +324,9 @@ def _image_folder(name: str, split: str, root: str | Path | None):
     converted = {m: modes.count(m) for m in sorted(set(modes) - {"RGB"})}
     if converted:
         kinds = ", ".join(f"{k} {m}" for m, k in converted.items())
+        alpha = "; alpha dropped" if any("A" in m for m in converted) else ""
         warnings.warn(f"{name} {split}: converted {sum(converted.values())} of {len(images)} "
-                      f"images to RGB ({kinds}; alpha dropped) in {directory}", DataWarning,
-                      stacklevel=3)
+                      f"images to RGB ({kinds}{alpha}) in {directory}", DataWarning, stacklevel=3)
     return torch.stack(images), torch.tensor([label for _, label in samples]), 256
 
 
