@@ -127,6 +127,25 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
     assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
                       "report": 1, "sample": n_sample, "select_checkpoint": n_sde,
                       "train": n_sde, "train_features": 1, **controllable}, proc.stdout
+    if configfile == ".test/params.yaml":  # the job count the smoke config and README state
+        total = sum(counts.values())
+        assert f"{total} jobs on digits" in (workdir / configfile).read_text()
+        assert f"the report; {total} jobs)" in (ROOT / "README.md").read_text()
+        assert f"(the smoke test, {total} jobs)" in (workdir / "params.yaml").read_text()
+
+
+def test_make_clean_keeps_the_raw_data(tmp_path):
+    """`make clean` deletes the DAG's outputs, never data/raw/ (where datasets live)."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    for folder in ("data/raw/shapes/train/a", "data/processed/digits", "checkpoints", "reports",
+                   "controllable/digits", "logs"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "data/raw/shapes/train/a/0.png").write_bytes(b"png")
+    subprocess.run(["make", "clean"], cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "data/raw/shapes/train/a/0.png").read_bytes() == b"png"
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_dir())
+    assert left == ["data", "data/raw", "data/raw/shapes", "data/raw/shapes/train",
+                    "data/raw/shapes/train/a"]
 
 
 @pytest.mark.parametrize(
