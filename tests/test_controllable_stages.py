@@ -130,7 +130,19 @@ def test_report_section(tmp_path):
     assert merged["digits/vp/controllable/inpaint/left_smc/psnr"] == 20.0
     assert flat_metrics(df)["digits/vp/controllable/conditional/class 0/accuracy"] == 0.5
     assert [f["name"] for f in result["figures"]] == ["controllable_digits_vp"]
+    blocks = dict(result["section"].blocks)
+    assert "the pipeline's digits classifier" in blocks["text"]
+    table = blocks["table"]
+    assert table["class"].tolist()[0] == 0 and str(table["class"].dtype) == "Int64"
+    assert (out / "controllable.csv").read_text().splitlines()[1].split(",")[6] == "0"  # not 0.0
     assert result["section"].heading == "Controllable generation"
+
+
+def test_report_note_names_the_dataset_classifier():
+    from scoresde.report.controllable import note
+
+    assert "pipeline's image_folder classifier" in note(["image_folder", "image_folder"])
+    assert "digits" not in note(["image_folder"])
 
 
 RGB_TINY = """
