@@ -307,6 +307,9 @@ def test_a_fake_cifar10_root_names_the_file_that_fails_the_checksum(tmp_path):
     message = str(err.value)
     assert f"{folder / 'test_batch'}" in message and "MD5" in message
     assert "unmodified official cifar-10-python.tar.gz" in message
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DataError, match=f"data_batch_3 missing in {folder}; .*data_batch_1, "):
+        load_dataset("cifar10", "train", root=tmp_path)
 
 
 def test_the_raw_fingerprint_follows_the_files(tmp_path):

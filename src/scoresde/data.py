@@ -141,6 +141,8 @@ def stratified(labels: torch.Tensor, n: int, generator: torch.Generator) -> torc
     if n < 1:
         raise ValueError(f"n={n} must be at least 1")
     n = min(n, len(labels))
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
     classes, counts = labels.unique(return_counts=True)
     exact = counts.double() * n / len(labels)
     quota = exact.floor().long()
@@ -285,13 +287,17 @@ def _cifar_why(err: Exception, root: Path, split: str) -> str:
     folder = root / datasets.CIFAR10.base_folder
     lists = datasets.CIFAR10.train_list if split == "train" else datasets.CIFAR10.test_list
     listed = [*lists, [datasets.CIFAR10.meta["filename"], datasets.CIFAR10.meta["md5"]]]
-    failed = [f for f, md5 in listed if (folder / f).is_file()
+    if not folder.is_dir():
+        return _why(err)
+    missing = [f for f, _ in listed if not (folder / f).is_file()]
+    failed = [f for f, md5 in listed if f not in missing
               and not check_integrity(str(folder / f), md5)]
+    why = [f"{', '.join(missing)} missing in {folder}"] if missing else []
     if failed:
-        return (f"{', '.join(str(folder / f) for f in failed)} fail(s) torchvision's MD5 check: "
-                "only the files of the unmodified official cifar-10-python.tar.gz pass; "
-                "extract that archive again")
-    return _why(err)
+        why.append(f"{', '.join(str(folder / f) for f in failed)} fail(s) torchvision's MD5 "
+                   "check: only the files of the unmodified official cifar-10-python.tar.gz "
+                   "pass; extract that archive again")
+    return "; ".join(why) or _why(err)
 
 
 def _image_folder(name: str, split: str, root: str | Path | None):
