@@ -145,6 +145,15 @@ def flat_metrics(df: pd.DataFrame) -> dict:
     return out
 
 
+def row_names(df: pd.DataFrame) -> str:
+    """How the conditional samples' rows are named: by class name where the data has them."""
+    named = df[(df["task"] == "conditional") & df["class"].notna() & df["class_name"].notna()]
+    if named.empty:
+        return "row k = class k"
+    pairs = named.sort_values("class")[["class", "class_name"]].drop_duplicates()
+    return "rows: " + ", ".join(f"{int(k)} = {name}" for k, name in pairs.itertuples(index=False))
+
+
 def controllable_section(files: Sequence, out_dir) -> dict:
     """Write controllable.csv and the figures, merge the DVC metrics; returns
     ``{"section": Section, "figures": [figure dicts]}`` for the report."""
@@ -167,8 +176,8 @@ def controllable_section(files: Sequence, out_dir) -> dict:
         base = bases[(dataset, sde)]
         completion = sub[sub["task"].isin(["inpaint", "colorize"])]
         figures.append(_save(plot_sde(dataset, sde, base, sub), out_dir, f"controllable_{dataset}_{sde}",
-                             f"{dataset}, {sde} SDE: class-conditional samples (row k = "
-                             "class k) and, per mask, rows: masked input (missing = black), "
+                             f"{dataset}, {sde} SDE: class-conditional samples ({row_names(sub)}) "
+                             "and, per mask, rows: masked input (missing = black), "
                              f"completions by {', '.join(dict.fromkeys(completion['method'].dropna()))}, "
                              "ground truth (test images); for RGB data also the grey "
                              "inputs, their colorizations and the truth."))
