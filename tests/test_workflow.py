@@ -321,6 +321,7 @@ def test_an_rgb_image_folder_end_to_end_then_reruns_when_its_data_changes(workdi
     assert {r["class"] for r in conditional if r["task"] == "conditional"} == {"0", "1", "2", ""}
     page = (workdir / "reports/report.html").read_text()
     assert "image_folder classifier" in page and "digits classifier" not in page
+    assert "rows: 0 = cross, 1 = square, 2 = stripes" in page  # the figure's caption
 
     assert _plan(*config, cwd=workdir) == {}  # up to date
     (workdir / "lr.yaml").write_text("train: {lr: 0.001}\n")  # a parameter of train
