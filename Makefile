@@ -68,5 +68,6 @@ dag: $(STAMP)  # the rule graph of the default configuration, embedded in README
 report-shot: $(STAMP) chromium  # docs/report.png from reports/report.html, checked in chromium
 	$(BIN)/python -m scoresde.report.browser reports/report.html --screenshot docs/report.png
 
+# Every output of the DAG; never data/raw/, where the raw datasets live.
 clean:
-	rm -rf data checkpoints samples metrics reports logs .snakemake
+	rm -rf data/processed checkpoints samples metrics controllable reports logs .snakemake

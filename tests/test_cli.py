@@ -215,6 +215,46 @@ def test_missing_dataset_root_is_one_clear_error(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
+def _pngs(folder: Path, n: int, size: int, mode: str = "RGB") -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new(mode, (size, size), 40 * i if mode == "L" else (40 * i,) * len(mode)).save(
+            folder / f"{i}.png")
+
+
+def _prepare(root: Path, out: Path) -> int:
+    return run("prepare-data", "--set", "data.dataset=image_folder", "--set", f"data.root={root}",
+               "--dataset", "image_folder", "--train-out", out / "train.pt", "--test-out",
+               out / "test.pt", "--reference-out", out / "ref.pt", "--config-out", out / "c.json")
+
+
+def test_train_and_test_images_of_other_sizes_are_refused_by_prepare_data(tmp_path, capsys):
+    for cls in ("a", "b"):
+        _pngs(tmp_path / "raw/train" / cls, 3, 8)
+        _pngs(tmp_path / "raw/test" / cls, 2, 6)
+    assert _prepare(tmp_path / "raw", tmp_path / "out") == 2
+    message = _error(capsys)
+    assert "test images have shape (C, H, W) (3, 6, 6) but the training images (3, 8, 8)" in message
+    assert "one size" in message and not (tmp_path / "out").exists()
+
+
+def test_prepare_data_logs_one_warning_for_converted_images(tmp_path, capsys):
+    for split, n in (("train", 3), ("test", 2)):
+        _pngs(tmp_path / "raw" / split / "a", n, 4)
+        _pngs(tmp_path / "raw" / split / "b", n, 4, mode="L")
+    assert _prepare(tmp_path / "raw", tmp_path / "out") == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "warning:" in line]
+    assert len(warnings) == 2, err  # one per split
+    assert "converted 3 of 6 images to RGB (3 L" in warnings[0]
+    saved = torch.load(tmp_path / "out/train.pt", weights_only=True)
+    assert saved["classes"] == ["a", "b"] and saved["x"].shape == (6, 3, 4, 4)
+    record = json.loads((tmp_path / "out/c.json").read_text())
+    assert len(record["raw_fingerprint"]) == 64 and record["classes"]["test"] == [0, 1]
+
+
 @pytest.mark.parametrize("damage", ["truncate", "missing", "flip"])
 def test_bad_checkpoint_is_one_clear_error(work, tmp_path, capsys, damage):
     bad = tmp_path / "best.pt"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 import torch
 
 from scoresde.checkpoint import save_checkpoint
 from scoresde.models.classifier import NoiseConditionalClassifier, class_log_prob, classifier_loss
-from scoresde.report.controllable import controllable_section, flat_metrics, load_rows
+from scoresde.report.controllable import controllable_section, flat_metrics, load_rows, row_names
 from scoresde.sde import make_sde
 from scoresde.stages.common import StageError
 from scoresde.stages.controllable import load_classifier, make_mask
@@ -130,7 +131,27 @@ def test_report_section(tmp_path):
     assert merged["digits/vp/controllable/inpaint/left_smc/psnr"] == 20.0
     assert flat_metrics(df)["digits/vp/controllable/conditional/class 0/accuracy"] == 0.5
     assert [f["name"] for f in result["figures"]] == ["controllable_digits_vp"]
+    blocks = dict(result["section"].blocks)
+    assert "the pipeline's digits classifier" in blocks["text"]
+    table = blocks["table"]
+    assert table["class"].tolist()[0] == 0 and str(table["class"].dtype) == "Int64"
+    assert (out / "controllable.csv").read_text().splitlines()[1].split(",")[6] == "0"  # not 0.0
     assert result["section"].heading == "Controllable generation"
+
+
+def test_report_note_names_the_dataset_classifier():
+    from scoresde.report.controllable import note
+
+    assert "pipeline's image_folder classifier" in note(["image_folder", "image_folder"])
+    assert "digits" not in note(["image_folder"])
+
+
+def test_conditional_rows_are_named_by_class_where_the_data_has_names():
+    rows = pd.DataFrame({"task": ["conditional"] * 3 + ["inpaint"], "class": [1, 0, None, None],
+                         "class_name": ["square", "cross", None, None]})
+    rows["class"] = rows["class"].astype("Int64")
+    assert row_names(rows) == "rows: 0 = cross, 1 = square"
+    assert row_names(rows.assign(class_name=None)) == "row k = class k"
 
 
 RGB_TINY = """

@@ -11,12 +11,15 @@ from scoresde.data import (
     DATASETS,
     DEBIAN_FASHION_MNIST,
     DataError,
+    DataWarning,
     Levels,
+    fingerprint,
     from_model_space,
     gmm_log_prob,
     gmm_params,
     is_image,
     load_dataset,
+    stratified,
     to_model_space,
     unit_to_uint8,
 )
@@ -201,3 +204,121 @@ def test_levels_map_to_the_model_and_back(centered, dequantized):
     else:
         assert torch.equal(y, k / 16) and torch.equal(lv.to_model(k, gen), x)  # no noise drawn
     assert Levels.of({"levels": 17, "centered": centered, "dequantize": dequantized}) == lv
+
+
+def _folder(root, counts, size=4, mode="RGB"):
+    """root/<split>/<class>/<i>.png, counts = {split: {class: n}}; pixel value = class index."""
+    from PIL import Image
+
+    for split, classes in counts.items():
+        for c, n in classes.items():
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                value = sorted(classes).index(c) * 40 + i
+                Image.new(mode, (size, size), value if mode in ("L", "P") else (value,) * len(mode)
+                          ).save(root / split / c / f"{i}.png")
+
+
+def test_image_folder_test_labels_use_the_training_class_map(tmp_path):
+    _folder(tmp_path, {"train": {"cross": 2, "square": 2, "stripes": 2},
+                       "test": {"cross": 1, "stripes": 1}})  # no "square" in test
+    train, test = (load_dataset("image_folder", s, root=tmp_path) for s in ("train", "test"))
+    assert train.classes == test.classes == ["cross", "square", "stripes"]
+    names = [test.classes[k] for k in test.labels.tolist()]
+    assert sorted(names) == ["cross", "stripes"]  # stripes is label 2, as in train (not 1)
+    assert sorted(test.labels.tolist()) == [0, 2]
+
+    _folder(tmp_path, {"test": {"circle": 1}})
+    with pytest.raises(DataError, match=r"class folder\(s\) circle are not among the training "
+                                        r"split's classes \(cross, square, stripes\)"):
+        load_dataset("image_folder", "test", root=tmp_path)
+
+
+def test_stratified_subset_keeps_class_shares_seeded_and_interleaved():
+    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    idx = stratified(labels, 10, torch.Generator().manual_seed(0))
+    kept = labels[idx]
+    assert torch.bincount(kept).tolist() == [6, 3, 1] and len(set(idx.tolist())) == 10
+    assert kept[:3].tolist() == [0, 1, 2]  # round-robin: the first three cover every class
+    assert torch.equal(idx, stratified(labels, 10, torch.Generator().manual_seed(0)))
+    assert not torch.equal(idx, stratified(labels, 10, torch.Generator().manual_seed(1)))
+    assert torch.bincount(labels[stratified(labels, 7, torch.Generator())]).tolist() == [4, 2, 1]
+    assert sorted(stratified(labels, 500, torch.Generator()).tolist()) == list(range(100))
+
+
+@pytest.mark.parametrize("split, n", [("train", 50), ("test", 16)])
+def test_n_images_is_a_seeded_stratified_subset_for_every_dataset(split, n):
+    full = load_dataset("digits", split)
+    sub = load_dataset("digits", split, n=n, seed=0)
+    share = torch.bincount(full.labels, minlength=10) * n / len(full)
+    counts = torch.bincount(sub.labels, minlength=10)
+    assert len(sub) == n and ((counts - share).abs() < 1).all()
+    assert len(set(sub.labels[:10].tolist())) == 10  # the first ten: one of each digit
+    assert torch.equal(sub.x, load_dataset("digits", split, n=n, seed=0).x)
+    assert not torch.equal(sub.x, load_dataset("digits", split, n=n, seed=1).x)
+
+
+def test_image_folder_order_is_interleaved_over_classes(tmp_path):
+    _folder(tmp_path, {"train": {"a": 4, "b": 4}, "test": {"a": 3, "b": 3}})
+    test = load_dataset("image_folder", "test", root=tmp_path)
+    assert test.labels.tolist() == [0, 1, 0, 1, 0, 1]  # not all of class a first
+    two = load_dataset("image_folder", "test", root=tmp_path, n=2)
+    assert sorted(two.labels.tolist()) == [0, 1]
+
+
+def test_bad_images_are_named(tmp_path):
+    from PIL import Image
+
+    _folder(tmp_path / "cut", {"train": {"a": 2}})
+    png = tmp_path / "cut/train/a/1.png"
+    noise = np.random.RandomState(0).randint(0, 256, (4, 4, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(png)
+    png.write_bytes(png.read_bytes()[:-30])  # truncated inside the pixel data
+    with pytest.raises(DataError, match=f"image file {png} cannot be read"):
+        load_dataset("image_folder", root=tmp_path / "cut")
+
+    _folder(tmp_path / "sizes", {"train": {"a": 3}})
+    _folder(tmp_path / "sizes", {"train": {"b": 1}}, size=6)
+    with pytest.raises(DataError, match=r"different sizes \(4x4: 3 file\(s\), e\.g\. .*a/0\.png.*; "
+                                        r"6x6: 1 file\(s\), e\.g\. .*b/0\.png\)"):
+        load_dataset("image_folder", root=tmp_path / "sizes")
+
+
+def test_grey_and_rgba_images_are_converted_with_one_warning(tmp_path):
+    _folder(tmp_path, {"train": {"a": 3}})
+    _folder(tmp_path, {"train": {"b": 2}}, mode="L")
+    _folder(tmp_path, {"train": {"c": 1}}, mode="RGBA")
+    with pytest.warns(DataWarning) as caught:
+        data = load_dataset("image_folder", root=tmp_path)
+    assert len(caught) == 1
+    assert "converted 3 of 6 images to RGB (2 L, 1 RGBA; alpha dropped)" in str(caught[0].message)
+    assert data.x.shape == (6, 3, 4, 4)
+    grey = data.x[data.labels == 1]
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+
+
+def test_a_fake_cifar10_root_names_the_file_that_fails_the_checksum(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (folder / name).write_bytes(b"not the official file")
+    with pytest.raises(DataError) as err:
+        load_dataset("cifar10", "test", root=tmp_path)
+    message = str(err.value)
+    assert f"{folder / 'test_batch'}" in message and "MD5" in message
+    assert "unmodified official cifar-10-python.tar.gz" in message
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(DataError, match=f"data_batch_3 missing in {folder}; .*data_batch_1, "):
+        load_dataset("cifar10", "train", root=tmp_path)
+
+
+def test_the_raw_fingerprint_follows_the_files(tmp_path):
+    _folder(tmp_path, {"train": {"a": 2}})
+    before = fingerprint("image_folder", tmp_path)
+    assert before == fingerprint("image_folder", tmp_path) and len(before) == 64
+    (tmp_path / "train/a/new.png").write_bytes((tmp_path / "train/a/0.png").read_bytes())
+    added = fingerprint("image_folder", tmp_path)
+    assert added != before
+    (tmp_path / "train/a/new.png").write_bytes(b"edited, corrupt")
+    assert fingerprint("image_folder", tmp_path) not in (before, added)
+    assert fingerprint("digits", None) == "" and fingerprint("image_folder", tmp_path / "no") == ""

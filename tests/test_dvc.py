@@ -26,7 +26,8 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
        "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}  # fmt: skip
 SDE_NAMES = set(cfg.SDE_NAMES)
 SHARED_DEPS = ("src/scoresde/cli", "src/scoresde/stages/common.py",
-               "src/scoresde/stages/config.py", "workflow/rules/common.smk")  # fmt: skip
+               "src/scoresde/stages/config.py", "src/scoresde/stages/exits.py",
+               "workflow/rules/common.smk")  # fmt: skip
 COPY = ("Snakefile", "params.yaml", "workflow", "profiles", "dvc.yaml", ".dvc", ".dvcignore")
 
 

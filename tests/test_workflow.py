@@ -127,6 +127,25 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
     assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
                       "report": 1, "sample": n_sample, "select_checkpoint": n_sde,
                       "train": n_sde, "train_features": 1, **controllable}, proc.stdout
+    if configfile == ".test/params.yaml":  # the job count the smoke config and README state
+        total = sum(counts.values())
+        assert f"{total} jobs on digits" in (workdir / configfile).read_text()
+        assert f"the report; {total} jobs)" in (ROOT / "README.md").read_text()
+        assert f"(the smoke test, {total} jobs)" in (workdir / "params.yaml").read_text()
+
+
+def test_make_clean_keeps_the_raw_data(tmp_path):
+    """`make clean` deletes the DAG's outputs, never data/raw/ (where datasets live)."""
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    for folder in ("data/raw/shapes/train/a", "data/processed/digits", "checkpoints", "reports",
+                   "controllable/digits", "logs"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "data/raw/shapes/train/a/0.png").write_bytes(b"png")
+    subprocess.run(["make", "clean"], cwd=tmp_path, check=True, capture_output=True)
+    assert (tmp_path / "data/raw/shapes/train/a/0.png").read_bytes() == b"png"
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_dir())
+    assert left == ["data", "data/raw", "data/raw/shapes", "data/raw/shapes/train",
+                    "data/raw/shapes/train/a"]
 
 
 @pytest.mark.parametrize(
@@ -231,3 +250,95 @@ def test_smoke_config_end_to_end(workdir):
         assert fids[0] != fids[1], case  # seed 1 draws other samples
         means.append(sum(fids) / 2)
     assert sorted(float(r["fid"]) for r in merged) == pytest.approx(sorted(means))
+
+
+SHAPES = {"cross": (220, 40, 40), "square": (40, 220, 40), "stripes": (40, 40, 220)}
+
+
+def _shapes_folder(root: Path, counts: dict[str, dict[str, int]]) -> None:
+    """root/<split>/<class>/<i>.png: 8x8 RGB, each class its own colour (+- 20 noise)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(0)
+    for split, classes in counts.items():
+        for name, n in classes.items():
+            (root / split / name).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = np.array(SHAPES[name]) + rng.randint(-20, 21, (8, 8, 3))
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / name / f"{i}.png")
+
+
+def _plan(*args: str, cwd: Path) -> dict[str, int]:
+    proc = snakemake("-n", "--cores", "2", *args, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if "Nothing to be done" in proc.stdout + proc.stderr:
+        return {}
+    return _job_counts(proc.stdout)
+
+
+IMAGE_FOLDER_RUN = """\
+data: {dataset: image_folder, root: data/raw/shapes, n_test: 6, n_reference: 20}
+sde: {names: [vp]}
+select: {n_samples: 16}
+sample: {samplers: [pc], steps: [2], extra_cases: [], n_samples: 16}
+controllable:
+  sdes: [vp]
+  inpaint: {masks: [centre], methods: [replace]}
+  inverse: {tasks: []}
+"""
+
+
+@pytest.mark.slow
+def test_an_rgb_image_folder_end_to_end_then_reruns_when_its_data_changes(workdir):
+    """A tiny RGB image folder (three classes, one absent from test) through the smoke DAG:
+    test labels follow the training split's class map, data.n_test is a stratified subset, and
+    a changed parameter, a changed raw file and a switch of data.dataset each rerun what they
+    affect."""
+    import torch
+
+    _shapes_folder(workdir / "data/raw/shapes", {"train": {"cross": 8, "square": 6, "stripes": 4},
+                                                 "test": {"cross": 4, "stripes": 3}})
+    (workdir / "shapes.yaml").write_text(IMAGE_FOLDER_RUN)
+    config = ("--configfile", ".test/params.yaml", "shapes.yaml")
+    proc = snakemake("--cores", "2", *config, cwd=workdir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    processed = workdir / "data/processed/image_folder"
+    train, test = (torch.load(processed / f"{s}.pt", weights_only=True) for s in ("train", "test"))
+    assert train["classes"] == test["classes"] == ["cross", "square", "stripes"]
+    assert train["x"].shape == (18, 3, 8, 8)
+    for split in (train, test):  # every image's colour is its class's colour
+        colours = split["x"].float().mean((2, 3))
+        for colour, label in zip(colours, split["labels"].tolist(), strict=True):
+            expected = torch.tensor(SHAPES[split["classes"][label]], dtype=torch.float)
+            assert (colour - expected).abs().max() < 10
+    # n_test 6 of 4 cross + 3 stripes: 3 + 3 (largest remainder), interleaved; stripes keeps 2
+    assert test["labels"].tolist() == [0, 2, 0, 2, 0, 2]
+    assert (workdir / "reports/figures/controllable_image_folder_vp.png").is_file()
+    conditional = _rows(workdir / "reports/controllable.csv")
+    assert [r["class_name"] for r in conditional if r["task"] == "conditional"][:3] == list(SHAPES)
+    assert {r["class"] for r in conditional if r["task"] == "conditional"} == {"0", "1", "2", ""}
+    page = (workdir / "reports/report.html").read_text()
+    assert "image_folder classifier" in page and "digits classifier" not in page
+    assert "rows: 0 = cross, 1 = square, 2 = stripes" in page  # the figure's caption
+
+    assert _plan(*config, cwd=workdir) == {}  # up to date
+    (workdir / "lr.yaml").write_text("train: {lr: 0.001}\n")  # a parameter of train
+    plan = _plan(*config, "lr.yaml", cwd=workdir)
+    assert plan["train"] == 1 and plan["report"] == 1 and "prepare_data" not in plan, plan
+
+    extra = workdir / "data/raw/shapes/train/square/extra.png"  # a raw file added, then edited
+    extra.write_bytes((workdir / "data/raw/shapes/train/square/0.png").read_bytes())
+    plan = _plan(*config, cwd=workdir)
+    assert plan["prepare_data"] == 1 and plan["train"] == 1 and plan["report"] == 1, plan
+    (workdir / "data/raw/shapes/train/square/0.png").write_bytes(b"corrupt")
+    extra.unlink()
+    assert _plan(*config, cwd=workdir)["prepare_data"] == 1
+    proc = snakemake("--cores", "1", *config, "--until", "prepare_data", cwd=workdir)
+    assert proc.returncode != 0 and "square/0.png cannot be read" in proc.stdout + proc.stderr
+    shutil.copy(workdir / "data/raw/shapes/train/square/1.png",
+                workdir / "data/raw/shapes/train/square/0.png")
+
+    plan = _plan("--configfile", ".test/params.yaml", cwd=workdir)  # data.dataset: digits
+    assert plan["prepare_data"] == 1 and plan["report"] == 1, plan

@@ -11,14 +11,28 @@ Images come back as uint8 integer levels (N, C, H, W) in 0..levels-1, 2-D toys a
   defaults to 10000 (train) / 2000 (test).
 - "mnist", "fashion_mnist", "cifar10": torchvision with download=False from `root`;
   "fashion_mnist" with root=None reads Debian's package dataset-fashion-mnist.
-- "image_folder": torchvision ImageFolder, labels = class sub-folder.
+- "image_folder": torchvision ImageFolder, labels = class sub-folder, numbered by the training
+  split's sorted class names for both splits (a test class absent from train is an error).
+  Images are read as RGB: grey, palette and RGBA images among them are converted (alpha
+  dropped) with one `DataWarning` per split naming how many; an unreadable or truncated file,
+  or images of different sizes, are a `DataError` naming the files.
+
+With `n`, an image split keeps a seeded stratified subset of n images (:func:`stratified`;
+the stream `utils.seed_stream(seed, "data", 3)` for train, `(seed, "data", 4)` for test): each
+class keeps its share of the split (largest remainders), picked at random, and the kept images
+are ordered round-robin over the classes, so any first k of them are spread over the classes too.
+An image folder's split is put in that class-interleaved order even without `n` (its files are
+read class by class). Other datasets keep their shipped order when `n` is None.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
+import os
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +47,13 @@ DATASETS = IMAGES[:1] + TOYS + IMAGES[1:]
 SPLITS = ("train", "test")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DIGITS_TEST_SIZE = 297
+
+CLASS_NAMES = {
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"],
+}
 
 _IDX = ("train-images-idx3-ubyte, train-labels-idx1-ubyte, "
         "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte")
@@ -55,14 +76,20 @@ class DataError(ValueError):
     """A dataset cannot be found or read; the message shows the expected layout."""
 
 
+class DataWarning(UserWarning):
+    """Images were read, but changed on the way (e.g. grey or RGBA converted to RGB)."""
+
+
 @dataclass
 class Dataset:
-    """x: uint8 levels (N, C, H, W) or float32 points (N, D); labels: (N,) long or None."""
+    """x: uint8 levels (N, C, H, W) or float32 points (N, D); labels: (N,) long or None;
+    classes: the name of each label (image folders, CIFAR-10, Fashion-MNIST) or None."""
 
     x: torch.Tensor
     labels: torch.Tensor | None
     levels: int | None
     name: str
+    classes: list[str] | None = None  # class names by label, where the dataset has them
 
     def __len__(self) -> int:
         return len(self.x)
@@ -81,8 +108,9 @@ def _check_name(name: str) -> None:
 
 def load_dataset(name: str, split: str = "train", root: str | Path | None = None,
                  n: int | None = None, seed: int = 0) -> Dataset:
-    """Load a split of `name`. For images `n` keeps the first n examples; for toys it is the
-    number of points drawn (default 10000 train / 2000 test) and `seed` picks the draw."""
+    """Load a split of `name`. For images `n` keeps a seeded stratified subset of n examples
+    (:func:`stratified`, stream ``(seed, "data", 3 | 4)`` for train | test); for toys it is
+    the number of points drawn (default 10000 train / 2000 test) and `seed` picks the draw."""
     _check_name(name)
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is unknown; use one of {SPLITS}")
@@ -94,9 +122,67 @@ def load_dataset(name: str, split: str = "train", root: str | Path | None = None
     loaders = {"digits": _digits, "mnist": _mnist, "fashion_mnist": _mnist,
                "cifar10": _cifar10, "image_folder": _image_folder}
     x, labels, levels = loaders[name](name, split, root)
-    if n is not None:
-        x, labels = x[:n], labels[:n]
-    return Dataset(x.contiguous(), labels.long(), levels, name)
+    labels = labels.long()
+    if n is not None or name == "image_folder":
+        gen = seeded_generator(seed, "data", 3 + SPLITS.index(split))
+        idx = stratified(labels, len(labels) if n is None else n, gen)
+        x, labels = x[idx], labels[idx]
+    classes = _folder_classes(Path(root)) if name == "image_folder" else CLASS_NAMES.get(name)
+    return Dataset(x.contiguous(), labels, levels, name, classes)
+
+
+def stratified(labels: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Indices of a stratified random subset of n of `labels` (all when n >= len(labels)).
+
+    Class c keeps round(n * share_c) examples (largest remainders, so the counts sum to n),
+    drawn at random with `generator`; the indices are ordered round-robin over the classes
+    (one of each class in turn, classes by label), so any prefix is spread over the classes.
+    """
+    if n < 1:
+        raise ValueError(f"n={n} must be at least 1")
+    n = min(n, len(labels))
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long)
+    classes, counts = labels.unique(return_counts=True)
+    exact = counts.double() * n / len(labels)
+    quota = exact.floor().long()
+    extra = n - int(quota.sum())
+    if extra:  # the largest remainders get one more (ties: the larger class, then the label)
+        order = sorted(range(len(classes)), key=lambda i: (-(exact[i] - quota[i]).item(),
+                                                           -int(counts[i]), i))
+        quota[order[:extra]] += 1
+    picks, turn = [], []
+    for j, (c, k) in enumerate(zip(classes.tolist(), quota.tolist(), strict=True)):
+        members = (labels == c).nonzero()[:, 0]
+        picks.append(members[torch.randperm(len(members), generator=generator)[:k]])
+        turn.append(torch.arange(k) * len(classes) + j)  # round i, class j
+    return torch.cat(picks)[torch.cat(turn).argsort()]
+
+
+def raw_files(name: str, root: str | Path | None) -> list[Path]:
+    """The files a dataset is read from: every file under `root` (Debian's Fashion-MNIST folder
+    for fashion_mnist without a root), sorted; none for the embedded datasets."""
+    _check_name(name)
+    if name == "fashion_mnist" and root is None:
+        root = DEBIAN_FASHION_MNIST
+    if name == "digits" or name in TOYS or root is None or not Path(root).is_dir():
+        return []
+    return sorted(Path(dirpath) / f for dirpath, _, files in os.walk(root) for f in files)
+
+
+def fingerprint(name: str, root: str | Path | None) -> str:
+    """A SHA-256 of the relative path, size and modification time of every raw file of the
+    dataset (:func:`raw_files`): it changes when a file is added, removed, replaced or edited.
+    "" for the embedded datasets and a root that does not exist."""
+    files = raw_files(name, root)
+    if not files:
+        return ""
+    base = DEBIAN_FASHION_MNIST if root is None else Path(root)
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(base)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- images
@@ -189,8 +275,29 @@ def _cifar10(name: str, split: str, root: str | Path | None):
     try:
         ds = datasets.CIFAR10(str(root), train=split == "train", download=False)
     except Exception as err:
-        raise _missing(name, root, _why(err)) from None
+        raise _missing(name, root, _cifar_why(err, Path(root), split)) from None
     return torch.from_numpy(ds.data).permute(0, 3, 1, 2), torch.tensor(ds.targets), 256
+
+
+def _cifar_why(err: Exception, root: Path, split: str) -> str:
+    """torchvision's reason; for files in the right layout that fail its MD5 check, which."""
+    from torchvision import datasets
+    from torchvision.datasets.utils import check_integrity
+
+    folder = root / datasets.CIFAR10.base_folder
+    lists = datasets.CIFAR10.train_list if split == "train" else datasets.CIFAR10.test_list
+    listed = [*lists, [datasets.CIFAR10.meta["filename"], datasets.CIFAR10.meta["md5"]]]
+    if not folder.is_dir():
+        return _why(err)
+    missing = [f for f, _ in listed if not (folder / f).is_file()]
+    failed = [f for f, md5 in listed if f not in missing
+              and not check_integrity(str(folder / f), md5)]
+    why = [f"{', '.join(missing)} missing in {folder}"] if missing else []
+    if failed:
+        why.append(f"{', '.join(str(folder / f) for f in failed)} fail(s) torchvision's MD5 "
+                   "check: only the files of the unmodified official cifar-10-python.tar.gz "
+                   "pass; extract that archive again")
+    return "; ".join(why) or _why(err)
 
 
 def _image_folder(name: str, split: str, root: str | Path | None):
@@ -199,27 +306,69 @@ def _image_folder(name: str, split: str, root: str | Path | None):
     from torchvision import datasets
 
     root = Path(root)
-    directory = root / split if (root / "train").is_dir() else root
+    split_dirs = (root / "train").is_dir()
+    directory = root / split if split_dirs else root
     try:
-        samples = datasets.ImageFolder(str(directory)).samples
+        found = datasets.ImageFolder(str(directory))
+        classes = (datasets.ImageFolder(str(root / "train")).class_to_idx
+                   if split_dirs and split == "test" else found.class_to_idx)
     except (FileNotFoundError, RuntimeError) as err:
         raise _missing(name, root, f"{directory}: {err}") from None
-    if directory == root:
+    unknown = sorted(set(found.classes) - set(classes))
+    if unknown:
+        raise _missing(name, root, f"the test split's class folder(s) {', '.join(unknown)} "
+                                   f"are not among the training split's classes "
+                                   f"({', '.join(classes)}); add them to {root / 'train'} or "
+                                   "remove them from the test split")
+    samples = [(path, classes[found.classes[label]]) for path, label in found.samples]
+    if not split_dirs:
         perm = np.random.RandomState(0).permutation(len(samples))
         n_test = max(1, len(samples) // 10)
         samples = [samples[i] for i in (perm[-n_test:] if split == "test" else perm[:-n_test])]
-    images = [_read_rgb(path) for path, _ in samples]
-    shapes = sorted({tuple(im.shape) for im in images})
-    if len(shapes) > 1:
-        raise _missing(name, root, f"images have different sizes {shapes[:3]}; resize them")
+    images, modes = zip(*(_read_rgb(path) for path, _ in samples), strict=True)
+    _check_sizes(name, root, [path for path, _ in samples], images)
+    converted = {m: modes.count(m) for m in sorted(set(modes) - {"RGB"})}
+    if converted:
+        kinds = ", ".join(f"{k} {m}" for m, k in converted.items())
+        alpha = "; alpha dropped" if any("A" in m for m in converted) else ""
+        warnings.warn(f"{name} {split}: converted {sum(converted.values())} of {len(images)} "
+                      f"images to RGB ({kinds}{alpha}) in {directory}", DataWarning, stacklevel=3)
     return torch.stack(images), torch.tensor([label for _, label in samples]), 256
 
 
-def _read_rgb(path: str) -> torch.Tensor:
-    from PIL import Image
+def _folder_classes(root: Path) -> list[str]:
+    """An image folder's class names by label: the training split's sorted class folders."""
+    from torchvision.datasets.folder import find_classes
 
-    with Image.open(path) as img:
-        return torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)
+    split_dirs = (root / "train").is_dir()
+    return find_classes(str(root / "train" if split_dirs else root))[0]
+
+
+def _check_sizes(name: str, root: Path, paths: list[str], images) -> None:
+    """DataError naming the files of each size when the images are not all of one size."""
+    by_size: dict[tuple, list[str]] = {}
+    for path, im in zip(paths, images, strict=True):
+        by_size.setdefault(tuple(im.shape[1:]), []).append(path)
+    if len(by_size) < 2:
+        return
+    groups = sorted(by_size.items(), key=lambda kv: -len(kv[1]))
+    text = "; ".join(f"{h}x{w}: {len(files)} file(s), e.g. {', '.join(files[:3])}"
+                     for (h, w), files in groups)
+    raise _missing(name, root, f"images have different sizes ({text}); resize them to one "
+                               f"size (most are {groups[0][0][0]}x{groups[0][0][1]})")
+
+
+def _read_rgb(path: str) -> tuple[torch.Tensor, str]:
+    """An image file as uint8 RGB (3, H, W) and the mode it was stored in."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            rgb = np.asarray(img.convert("RGB")).copy()
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as err:
+        raise DataError(f"image file {path} cannot be read ({err}); replace or remove it") from None
+    return torch.from_numpy(rgb).permute(2, 0, 1), mode
 
 
 # ---------------------------------------------------------------- 2-D toys

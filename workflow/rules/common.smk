@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from scoresde.data import fingerprint
 from scoresde.report import expected_figures
 from scoresde.stages import cases, config as settings
 
@@ -94,6 +95,11 @@ def stage_params(stage, per_sde=False):
         return settings.to_json(settings.job_params(config, stage, sde))
 
     return get
+
+
+def raw_fingerprint(wildcards):
+    """params of prepare_data: a digest of the raw files the dataset is read from."""
+    return fingerprint(wildcards.dataset, config["data"]["root"])
 
 
 def res(group, key):

@@ -15,6 +15,9 @@ rule prepare_data:
         **job_resources(mem_mb=8000, runtime=30),
     params:
         cfg=stage_params("prepare-data"),
+        # The raw files' paths, sizes and modification times (data.fingerprint): an added,
+        # removed or edited file under data.root reruns prepare_data and all that follows.
+        raw=raw_fingerprint,
     shell:
         scoresde(
             "prepare-data",

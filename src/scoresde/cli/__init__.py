@@ -11,17 +11,15 @@ set ``SCORESDE_TRACEBACK=1`` to see the traceback instead.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
-from scoresde.stages.config import ConfigError
+from scoresde.stages.exits import EXIT_INPUT_ERROR, EXIT_PREEMPTED, exit_code
 
 from .controllable import add_controllable_parsers
 from .pipeline import add_stage_parsers
 
-EXIT_INPUT_ERROR = 2
-EXIT_PREEMPTED = 128 + 15  # SIGTERM, as a shell reports a process it terminated
+__all__ = ["EXIT_INPUT_ERROR", "EXIT_PREEMPTED", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,37 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from scoresde.checkpoint import CheckpointError
-    from scoresde.data import DataError
-
-    return ConfigError, DataError, CheckpointError, ValueError, FloatingPointError, OSError
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one stage; returns the exit code (0 ok, 2 bad input, 130 interrupted, 143 stopped
     by SIGTERM after saving a resumable state)."""
-    from scoresde.stages.common import Preempted
-
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except Preempted as stop:
-        print(f"stopped: {_one_line(stop)}", file=sys.stderr)
-        return EXIT_PREEMPTED
-    except _known_errors() as err:
-        if os.environ.get("SCORESDE_TRACEBACK"):
-            raise
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return exit_code(lambda: args.func(args))
 
 
 if __name__ == "__main__":

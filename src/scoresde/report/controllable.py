@@ -18,14 +18,14 @@ from scoresde.report.inverse import caption as inverse_caption
 from scoresde.report.inverse import image_grid as _grid
 from scoresde.report.inverse import plot_inverse
 
-COLUMNS = ["dataset", "sde", "task", "case", "mask", "method", "class", "n", "steps", "nfe",
+COLUMNS = ["dataset", "sde", "task", "case", "mask", "method", "class", "class_name", "n", "steps", "nfe",
            "accuracy", "fid", "psnr", "ssim", "noise_std", "residual", "seconds"]
 
-NOTE = (
+_NOTE = (
     "Controllable generation (paper section 5, App. I); the paper reports no numbers for it, so "
     "these are ours. Class-conditional: the score plus the gradient of a noise-conditional "
     "classifier trained for the same SDE (scale 1 = Bayes' rule); accuracy = fraction of samples "
-    "of class k that the pipeline's digits classifier (the FID feature extractor) labels k; FID "
+    "of class k that the pipeline's {classifier} (the FID feature extractor) labels k; FID "
     "per class against that class's training images (few samples: noisy, compare only within "
     "this table). Inpainting of held-out test images: replace = the paper's imputation (biased "
     "even with the exact score), repaint = with RePaint's resampling, smc = MCGDiff particles "
@@ -39,6 +39,15 @@ NOTE = (
     "noise_std for a draw consistent with the measurement), FID of the reconstructions.")
 
 
+
+
+def note(datasets: Sequence[str]) -> str:
+    """The section's text, naming the classifier of the dataset(s) shown."""
+    names = list(dict.fromkeys(datasets)) or ["dataset"]
+    which = " / ".join(names) + (" classifier" if len(names) == 1 else " classifiers")
+    return _NOTE.format(classifier=which)
+
+
 def load_rows(files: Sequence[str | os.PathLike]) -> pd.DataFrame:
     rows = []
     for path in files:
@@ -47,6 +56,7 @@ def load_rows(files: Sequence[str | os.PathLike]) -> pd.DataFrame:
     for col in COLUMNS:
         if col not in df:
             df[col] = None
+    df["class"] = df["class"].astype("Int64")  # whole numbers; empty where no class
     return df[COLUMNS]
 
 
@@ -135,6 +145,15 @@ def flat_metrics(df: pd.DataFrame) -> dict:
     return out
 
 
+def row_names(df: pd.DataFrame) -> str:
+    """How the conditional samples' rows are named: by class name where the data has them."""
+    named = df[(df["task"] == "conditional") & df["class"].notna() & df["class_name"].notna()]
+    if named.empty:
+        return "row k = class k"
+    pairs = named.sort_values("class")[["class", "class_name"]].drop_duplicates()
+    return "rows: " + ", ".join(f"{int(k)} = {name}" for k, name in pairs.itertuples(index=False))
+
+
 def controllable_section(files: Sequence, out_dir) -> dict:
     """Write controllable.csv and the figures, merge the DVC metrics; returns
     ``{"section": Section, "figures": [figure dicts]}`` for the report."""
@@ -157,8 +176,8 @@ def controllable_section(files: Sequence, out_dir) -> dict:
         base = bases[(dataset, sde)]
         completion = sub[sub["task"].isin(["inpaint", "colorize"])]
         figures.append(_save(plot_sde(dataset, sde, base, sub), out_dir, f"controllable_{dataset}_{sde}",
-                             f"{dataset}, {sde} SDE: class-conditional samples (row k = "
-                             "class k) and, per mask, rows: masked input (missing = black), "
+                             f"{dataset}, {sde} SDE: class-conditional samples ({row_names(sub)}) "
+                             "and, per mask, rows: masked input (missing = black), "
                              f"completions by {', '.join(dict.fromkeys(completion['method'].dropna()))}, "
                              "ground truth (test images); for RGB data also the grey "
                              "inputs, their colorizations and the truth."))
@@ -166,5 +185,5 @@ def controllable_section(files: Sequence, out_dir) -> dict:
                              f"inverse_{dataset}_{sde}", inverse_caption(dataset, sde, sub)))
     figures = [f for f in figures if f is not None]
     table = df.drop(columns=["dataset"]).dropna(axis=1, how="all").round(4)
-    return {"section": Section("Controllable generation", [("text", NOTE), ("table", table)]),
+    return {"section": Section("Controllable generation", [("text", note(df["dataset"])), ("table", table)]),
             "figures": figures}

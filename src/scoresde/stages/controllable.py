@@ -5,7 +5,7 @@
   model's data space), saved with its dataset, SDE and data map so that a mismatch is refused.
 * ``conditional-sample``: ``n_per_class`` samples per class with the score plus the classifier's
   gradient (``conditional_score``, PC sampler); metrics per class: accuracy by the pipeline's
-  digits classifier (the FID feature extractor) and FID against that class's training images.
+  dataset's classifier (the FID feature extractor) and FID against that class's training images.
 * ``inpaint``: for each mask (``centre`` box, ``left`` half, ``random`` 50% of pixels) and method
   (``replace``, ``repaint``, ``smc``) completes the first ``n_images`` test images; metrics: PSNR
   over the missing pixels and SSIM (whole image) against the ground truth, FID of completions
@@ -45,32 +45,11 @@ from scoresde.stages.inputs import (
     check_test_split,
     write_all,
 )
+from scoresde.stages.masks import make_mask
 from scoresde.stages.quality import ReferenceFID, psnr, ssim
 from scoresde.utils import seeded_generator
 
-MASKS = ("centre", "left", "random")
 CLASSIFIER_FIX = "rerun train-classifier for this dataset and SDE (snakemake: delete it and rerun)"
-
-
-# --- data -----------------------------------------------------------------------------------------
-
-
-def make_mask(name: str, shape, seed: int = 0) -> torch.Tensor:
-    """A 0/1 mask (1 = observed) of ``shape`` (N, C, H, W): ``centre`` hides the central box of
-    half the height and width, ``left`` the left half, ``random`` each pixel with probability 1/2
-    (the same pixels for all channels; seeded)."""
-    N, C, H, W = shape
-    mask = torch.ones(shape)
-    if name == "centre":
-        mask[..., H // 4: H // 4 + H // 2, W // 4: W // 4 + W // 2] = 0
-    elif name == "left":
-        mask[..., : W // 2] = 0
-    elif name == "random":
-        gen = torch.Generator().manual_seed(seed)
-        mask = (torch.rand(N, 1, H, W, generator=gen) < 0.5).float().expand(shape).clone()
-    else:
-        raise ValueError(f"unknown mask {name!r}; choose one of {', '.join(MASKS)}")
-    return mask
 
 
 # --- train-classifier -----------------------------------------------------------------------------
@@ -217,11 +196,13 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
     train_uint8 = Levels(int(split["levels"])).to_uint8(split["x"])
     space = FeatureSpace(extractor)  # one extractor for every class's reference
     rows = []
+    names = split.get("classes") or []
     for k in range(ccfg["model"]["num_classes"]):
         sel = labels == k
         ref = train_uint8[split["labels"] == k]
         rows.append({"dataset": meta["dataset"], "sde": sde.name, "task": "conditional",
-                     "case": f"class {k}", "class": k, "n": int(sel.sum()), "nfe": nfe,
+                     "case": f"class {k}", "class": k,
+                     "class_name": names[k] if k < len(names) else None, "n": int(sel.sum()), "nfe": nfe,
                      "accuracy": classifier_accuracy(state, fcfg, images[sel], labels[sel]),
                      "fid": ReferenceFID(ref, space)(images[sel], cc["seed"]),
                      "scale": cc["scale"], "steps": cc["steps"]})

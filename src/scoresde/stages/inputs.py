@@ -105,7 +105,7 @@ def check_completion_args(masks: Sequence[str] | None, methods: Sequence[str], o
                           extractor: str, per: str) -> None:
     """:func:`check_case_args` of inpaint (masks and methods) and colorize (methods)."""
     from scoresde.controllable import METHODS
-    from scoresde.stages.controllable import MASKS
+    from scoresde.stages.masks import MASKS
 
     names = {"--masks": (masks, MASKS)} if masks is not None else {}
     check_case_args(names | {"--methods": (methods, METHODS)},

@@ -42,7 +42,7 @@ def run(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
 
         paths = {"data": data_path, "out-dir": out_dir, "log-csv": log_csv,
                  "config-out": config_out}
-        return launch(params, paths, sde_name, device_name, threads)
+        return launch(params, paths, sde_name, device_name, threads, run)
     if ranks.world != train["processes"]:
         raise StageError(f"train.processes is {train['processes']} but the launcher started "
                          f"{ranks.world} processes (WORLD_SIZE); set train.processes: "

@@ -14,7 +14,6 @@ still exits with the preemption code. Several nodes: start the same command unde
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -22,12 +21,13 @@ import sys
 import tempfile
 import threading
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
-from scoresde.cli import EXIT_PREEMPTED
 from scoresde.stages.common import Preempted, StageError, log
 from scoresde.stages.config import snapshot_steps
+from scoresde.stages.exits import EXIT_PREEMPTED, exit_code
 from scoresde.stages.train.distributed import check_processes
 from scoresde.stages.train.precision import check_precision
 from scoresde.stages.train.resume import PREEMPT, RESUME_DIR
@@ -37,11 +37,13 @@ HANDLED = (signal.SIGTERM, signal.SIGINT)  # the agent passes these on to the wo
 
 
 def launch(params: dict, paths: dict, sde_name: str, device_name: str,
-           threads: int) -> list[Path]:
+           threads: int, entry: Callable[..., object]) -> list[Path]:
     """Train with ``train.processes`` workers on this node; the snapshot paths.
 
     `paths`: the train command's path arguments by option name (data, out-dir, log-csv,
-    config-out). Threads are split evenly between the workers.
+    config-out). Each worker calls `entry` (the train stage's ``run``, passed in so that this
+    module imports neither it nor the command line) with the same arguments as the command;
+    threads are split evenly between the workers.
     """
     train = params["train"]
     n = train["processes"]
@@ -50,27 +52,26 @@ def launch(params: dict, paths: dict, sde_name: str, device_name: str,
     check_processes(train, device)
     log(f"launching {n} training processes ({'NCCL' if device.type == 'cuda' else 'gloo'}), "
         f"global batch {train['batch_size']} = {n} x {train['batch_size'] // n}")
-    argv = ["train", "--params-json", json.dumps(params), "--sde", sde_name,
-            *[a for k, v in paths.items() for a in (f"--{k}", str(v))],
-            "--device", device.type, "--threads", str(max(1, threads // n))]
+    args = (params, str(paths["data"]), sde_name, str(paths["out-dir"]), str(paths["log-csv"]),
+            str(paths["config-out"]))
+    options = {"device_name": device.type, "threads": max(1, threads // n)}
     preempt = Path(paths["out-dir"]) / RESUME_DIR / PREEMPT
-    start_workers(n, worker, (argv, os.getpid()), preempt)
+    start_workers(n, worker, (entry, args, options, os.getpid()), preempt)
     snaps = snapshot_steps(train["n_iters"], train["snapshot_every"])
     return [Path(paths["out-dir"]) / f"step_{k}.pt" for k in snaps]
 
 
-def worker(argv: list[str], launcher: int) -> None:
-    """One training process: ``python -m scoresde`` with `argv`, exiting with its code (2: bad
-    input, 143: preempted).
+def worker(entry: Callable[..., object], args: tuple, options: dict, launcher: int) -> None:
+    """One training process: ``entry(*args, **options)`` as ``python -m scoresde train`` runs
+    it (:func:`~scoresde.stages.exits.exit_code`), exiting with its code (2: bad input, 143:
+    preempted).
 
     torch.multiprocessing has already set the parent-death signal when this runs; a launcher
     that died before that (while the worker started) is seen here, and the worker stops.
     """
-    from scoresde.cli import main
-
     if os.getppid() != launcher:
         sys.exit(f"error: the launcher (process {launcher}) is gone")
-    code = main(argv)
+    code = exit_code(lambda: entry(*args, **options))
     if code:
         sys.exit(code)
 
