@@ -54,7 +54,8 @@ _FIDELITY = (
 )  # fmt: skip
 
 __all__ = [
-    "EXTRACTOR_NAME", "BootstrapFID", "BootstrapKID", "FeatureClassifier", "as_uint8_images", "bootstrap_interval",
+    "EXTRACTOR_NAME", "BootstrapFID", "BootstrapKID", "FeatureClassifier", "as_uint8_images",
+    "bootstrap_interval",
     "build_feature_classifier", "classifier_accuracy", "cpu_threads", "frechet_distance",
     "load_feature_extractor", "train_feature_extractor", *_FIDELITY,
 ]  # fmt: skip

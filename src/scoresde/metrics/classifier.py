@@ -245,8 +245,8 @@ def train_feature_extractor(
     config = {
         "arch": EXTRACTOR_NAME, "version": VERSION, "in_channels": int(x.shape[1]),
         "image_size": list(x.shape[2:]), "num_classes": int(y.max()) + 1, "width": width,
-        "blocks": blocks, "feature_dim": 8 * width, "dataset": dataset or "unknown", "epochs": epochs, "seed": seed,
-        "batch_size": batch_size, "lr": lr, "shift": shift, "flip": flip,
+        "blocks": blocks, "feature_dim": 8 * width, "dataset": dataset or "unknown",
+        "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "shift": shift, "flip": flip,
     }  # fmt: skip
     with cpu_threads(num_threads):
         state = _fit(x, y, config, progress)

@@ -79,7 +79,7 @@ def replicate_prdc(d_sr, r_ref, r_samples, c_samples, c_reference, k) -> dict:
     cs, cr = c_samples.double(), c_reference.double()
     in_ref = (d_sr <= r_ref[None, :]).double()  # sample j in reference ball i (precision)
     in_ref_strict = (d_sr < r_ref[None, :]).double()  # density / coverage (prdc's <)
-    in_samples = (d_sr.T <= r_samples[None, :]).double()  # reference i in sample ball j (recall)
+    in_samples = (r_samples[None, :] >= d_sr.T).double()  # reference i in sample ball j (recall)
     s, r = cs.sum(1), cr.sum(1)
     precision = (cs * ((cr > 0).double() @ in_ref.T > 0)).sum(1) / s
     density = ((cs @ in_ref_strict) * cr).sum(1) / (k * s)
