@@ -72,3 +72,33 @@ use rule fid as fid_seed with:
         log_file("fid", seed_job(SDE_JOB)),
     benchmark:
         benchmark_file("fid", seed_job(SDE_JOB))
+
+
+# What the metrics see: held-out images as they are and with known defects, scored like samples.
+rule metric_checks:
+    input:
+        train="data/processed/{dataset}/train.pt",
+        test="data/processed/{dataset}/test.pt",
+        reference="data/processed/{dataset}/reference.pt",
+        extractor="checkpoints/{dataset}/fid_features.pt",
+    output:
+        "metrics/{dataset}/metric_checks.json",
+    log:
+        log_file("metric_checks", "{dataset}"),
+    benchmark:
+        benchmark_file("metric_checks", "{dataset}")
+    priority: PRIORITY["fid"]
+    conda:
+        ENV
+    threads: res("eval", "threads")
+    resources:
+        **job_resources("eval"),
+    params:
+        cfg=stage_params("check-metrics"),
+        device=config["eval"]["device"],
+    shell:
+        scoresde(
+            "check-metrics",
+            "--train {input.train} --test {input.test} --reference {input.reference} "
+            "--extractor {input.extractor} --out {output}",
+        )

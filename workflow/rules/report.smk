@@ -17,6 +17,7 @@ rule report:
             )
         ),
         controllable=controllable_results,
+        checks=expand("metrics/{dataset}/metric_checks.json", dataset=DATASET),
         samples=expand(  # the sample grids of the lowest-FID cases
             "samples/{dataset}/{sde}/{case}.pt", dataset=DATASET, sde=SDES, case=CASES
         ),
@@ -70,6 +71,7 @@ rule report:
             "report",
             "--fid {input.fid} --nll {input.nll} --out-dir reports "
             "--checkpoints-dir checkpoints --samples-dir samples "
-            "--benchmarks {input.benchmarks} --controllable {input.controllable}",
+            "--benchmarks {input.benchmarks} --controllable {input.controllable} "
+            "--checks {input.checks}",
             device=False,
         )

@@ -77,6 +77,14 @@ def cmd_fid(args) -> None:
             args.out, args.train, args.test, **runtime(args, params, "eval"))
 
 
+def cmd_check_metrics(args) -> None:
+    from scoresde.stages import fid
+
+    params = params_of(args)
+    fid.check_metrics(job_params(params, "check-metrics"), args.train, args.test, args.reference,
+                      args.extractor, args.out, **runtime(args, params, "eval"))
+
+
 def cmd_likelihood(args) -> None:
     from scoresde.stages import likelihood
 
@@ -92,7 +100,7 @@ def cmd_report(args) -> None:
     for path in map(Path, args.benchmarks):
         benchmarks += sorted(path.rglob("*.tsv")) if path.is_dir() else [path]
     report.run(params_of(args), args.fid, args.nll, args.out_dir, args.checkpoints_dir,
-               args.samples_dir, [str(p) for p in benchmarks], args.controllable)
+               args.samples_dir, [str(p) for p in benchmarks], args.controllable, args.checks)
 
 
 def cmd_validate_config(args) -> None:
@@ -224,6 +232,16 @@ def add_stage_parsers(sub) -> None:
     add_common(p)
     p.set_defaults(func=cmd_fid)
 
+    p = sub.add_parser("check-metrics", help="what the metrics see: held-out images scored as "
+                                             "they are and with known defects")
+    add_path(p, "--train", "input: processed training split")
+    add_path(p, "--test", "input: processed test split (the held-out images)")
+    add_path(p, "--reference", "input: FID reference set")
+    add_path(p, "--extractor", "input: feature-extractor checkpoint")
+    add_path(p, "--out", "output: metric_checks.json")
+    add_common(p)
+    p.set_defaults(func=cmd_check_metrics)
+
     p = sub.add_parser("likelihood", help="test-set bits/dim by the probability-flow ODE")
     add_path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
     add_path(p, "--data", "input: processed test split")
@@ -244,8 +262,10 @@ def add_stage_parsers(sub) -> None:
           required=False)
     add_path(p, "--controllable", "input: controllable-generation metrics JSONs", nargs="*",
           required=False)
+    add_path(p, "--checks", "input: metric_checks.json (what the metrics see)", nargs="*",
+             required=False)
     add_common(p, device=False)
-    p.set_defaults(func=cmd_report, benchmarks=[], controllable=[])
+    p.set_defaults(func=cmd_report, benchmarks=[], controllable=[], checks=[])
 
     p = sub.add_parser("import-official", help="convert a released score_sde_pytorch "
                        "checkpoint (DDPM++ / NCSN++) to best.pt for the sample/fid/likelihood "

@@ -28,8 +28,12 @@ from scoresde.report.seeds import merge_seeds
 FID_COLUMNS = [
     "dataset", "sde", "sampler", "predictor", "corrector", "steps", "denoise", "nfe", "fid",
     "kid", "kid_std", "seconds", "feature_extractor", "n_samples", "fid_ci_low", "fid_ci_high",
-    "seeds", "fid_seed_sd",
+    "seeds", "fid_seed_sd", "kid_ci_low", "kid_ci_high",
+    *(f"{key}{end}" for key in ("precision", "recall", "density", "coverage", "memorised")
+      for end in ("", "_ci_low", "_ci_high")),
+    "memorised_heldout", "copy_z",
 ]  # fmt: skip
+FIGURE_COLUMNS = FID_COLUMNS[FID_COLUMNS.index("kid_ci_low"):]  # numbers of the fid stage's new figures
 NLL_COLUMNS = [
     "dataset", "sde", "bpd", "bpd_sem", "nfe", "n_images", "divergence", "n_probes", "rtol",
     "atol",
@@ -77,7 +81,7 @@ def load_fid_results(files: Sequence) -> pd.DataFrame:
     for col in ("steps", "n_samples", "bootstrap_n", "bootstrap_seed", "n_reference", "seeds"):
         df[col] = pd.array([None if missing(v) else int(v) for v in df[col]], dtype="Int64")
     for col in ("nfe", "fid", "kid", "kid_std", "seconds", "fid_ci_low", "fid_ci_high",
-                "fid_seed_sd"):
+                "fid_seed_sd", *FIGURE_COLUMNS):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     if (df["nfe"].dropna() % 1 == 0).all():
         df["nfe"] = df["nfe"].astype("Int64")

@@ -80,7 +80,10 @@ def sweep_section(data: ReportData, built: Built) -> Section:
         "One row per case (SDE x sampler x steps x final Tweedie denoising). FID and KID: lower "
         f"is better, in the features of {extractors}. {fid_column(data.confidence)}: the "
         "bootstrap interval (samples and reference set resampled, the replicates recentred on "
-        "the estimate); KID is the mean ± standard deviation over subsets. NFE: score-network "
+        "the estimate); KID is the mean ± standard deviation over subsets. Precision and density "
+        "(fidelity), recall and coverage (diversity), memorised (near-copies of training "
+        "images) with their bootstrap / Wilson intervals: see 'What the metrics see' for what "
+        "each figure detects. NFE: score-network "
         "evaluations per sample. Sampling time: wall time to draw all samples of the case; the "
         "Tweedie on / off pair of a sampler and step count comes from one trajectory, so both "
         "rows show that run's time.")  # fmt: skip
@@ -95,6 +98,26 @@ def sweep_section(data: ReportData, built: Built) -> Section:
                  "Table 1 (N = 1000 or 2000 steps), so no paper FID sits beside ours; the "
                  "paper's numbers are listed below.")  # fmt: skip
     return Section("Sampler sweep", [("text", text), ("table", table)])
+
+
+def metric_checks_section(data: ReportData, built: Built) -> Section | None:
+    """What the metrics see: held-out images with known defects (the check-metrics stage)."""
+    from scoresde.report.figures_of_merit import QUESTIONS_TEXT, checks_table
+
+    path = data.inputs.get("metric_checks")
+    if path is None:
+        return None
+    table, result = checks_table(path)
+    text = (
+        f"{len(table) - 1} known defects applied to {result['rows'][0]['n']} held-out test images "
+        f"of {result['dataset']}, each set scored like a sample set against the reference set "
+        f"({result['n_reference']} images, less any equal to a held-out one), in the features of "
+        f"{result['feature_extractor']}. A figure 'sees' a defect when its interval lies apart "
+        "from the held-out images' own. Speckle: salt-and-pepper on 15% of the pixels of 30% of "
+        "the images; blur: Gaussian, 0.6 px; contrast scaled by 0.7; three classes missing: "
+        "the same count drawn from the other classes; training copies: training images. "
+        + QUESTIONS_TEXT)  # fmt: skip
+    return Section("What the metrics see", [("text", text), ("table", table)])
 
 
 def goal_section(data: ReportData, built: Built) -> Section | None:
@@ -155,8 +178,9 @@ def provenance_sections(data: ReportData, built: Built) -> list[Section]:
 
 
 # The page, top to bottom. Add a section builder here.
-SECTION_BUILDERS = (intro_section, orderings_section, sweep_section, goal_section, likelihood_section,
-                    paper_section, figures_section, provenance_sections)  # fmt: skip
+SECTION_BUILDERS = (intro_section, orderings_section, sweep_section, metric_checks_section,
+                    goal_section, likelihood_section, paper_section, figures_section,
+                    provenance_sections)  # fmt: skip
 
 
 def build_sections(data: ReportData, built: Built, builders=SECTION_BUILDERS) -> list[Section]:

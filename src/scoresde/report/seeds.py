@@ -22,7 +22,8 @@ CASE_KEY = ("dataset", "sde", "case")
 # must agree between seeds for their FIDs to be averaged
 SAME = ("sampler", "predictor", "corrector", "steps", "denoise", "n_samples", "n_reference",
         "bootstrap_n", "bootstrap_seed", "feature_extractor")  # fmt: skip
-MEAN = ("nfe", "fid", "kid", "seconds")
+FIGURES = ("precision", "recall", "density", "coverage", "memorised")
+MEAN = ("nfe", "fid", "kid", "seconds", *FIGURES)
 
 
 def merge_seeds(rows: list[dict]) -> list[dict]:
@@ -57,6 +58,8 @@ def merge_case(key: tuple, group: list[dict]) -> dict:
     kid_sd = [r.get("kid_std") for r in group]
     out["kid_std"] = (math.sqrt(sum(v * v for v in kid_sd)) / len(group)
                       if all(_number(v) for v in kid_sd) else math.nan)  # fmt: skip
+    for k in ("kid", *FIGURES):  # one seed's interval does not hold for the mean of several
+        out[f"{k}_ci_low"] = out[f"{k}_ci_high"] = math.nan
     fids = [r["fid"] for r in group]
     out.update(seeds=len(group), fid_seed_sd=float(np.std(fids, ddof=1)), seed_index=None)
     reps = [r.get("fid_bootstrap") for r in group]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from scoresde.report.figures_of_merit import sweep_columns
 from scoresde.report.formatting import cell, ci_text, fmt, missing, pm, with_ci
 from scoresde.report.orderings import VERDICT_TEXT
 from scoresde.report.paper import PAPER_TAG, paper_bpd, paper_fid
@@ -37,6 +38,7 @@ def sweep_table(fid: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
             "Tweedie denoising": "yes" if r["denoise"] else "no", "NFE": fmt(r["nfe"]),
             fid_column(confidence): fid_with_interval(r, confidence),
             "KID (mean ± s.d.)": pm(r["kid"], r["kid_std"]),
+            **sweep_columns(r),
             "samples": samples_text(r), "sampling time (s)": fmt(r["seconds"]),
             "feature extractor": r["feature_extractor"],
             f"FID ({PAPER_TAG})": f"{paper[0]} ({paper[1]})" if paper else "",

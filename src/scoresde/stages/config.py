@@ -293,6 +293,7 @@ STAGE_KEYS = {
     "select-checkpoint": ("select",),
     "sample": ("sample",),
     "fid": ("eval.fid", "eval.manifold", "eval.inception_weights"),
+    "check-metrics": ("eval.fid", "eval.manifold", "eval.checks", "eval.inception_weights"),
     "likelihood": ("eval.likelihood",),
     "report": GROUPS,
     "train-classifier": ("data.centered", "model.fourier_scale", "sde", "train.dequantize",

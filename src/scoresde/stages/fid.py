@@ -66,16 +66,15 @@ def train_features(params: dict, train_path: str, test_path: str | None, out: st
 class Scorer:
     """Reference features and their bootstrap resamples, computed once for all cases of a job."""
 
-    def __init__(self, params: dict, reference_path: str, extractor_path: str, cuda: bool,
-                 train_path: str, test_path: str):
+    def __init__(self, params: dict, reference, extractor_path: str, cuda: bool,
+                 train_path: str, test_path: str, reference_path: str | None = None):
         from scoresde.data import Levels
         from scoresde.metrics import BootstrapFID, BootstrapKID, FeatureSpace, cpu_threads
         from scoresde.metrics.manifold import CopyDetector, Manifold
 
         ev = params["eval"]
         self.fid, self.ev, self.reference_path = ev["fid"], ev, reference_path
-        self.extractor_path = extractor_path
-        self.reference = load_reference(reference_path)
+        self.extractor_path, self.reference = extractor_path, reference
         self.space = FeatureSpace(extractor_path, cuda=cuda, batch_size=self.fid["batch_size"])
         self.f_reference = self.space.features(self.reference)
         split_features = {}
@@ -167,5 +166,58 @@ def run(params: dict, samples: list[str], metas: list[str], reference_path: str,
                          "or set it to null")
     setup_torch(threads)
     cuda = pick_device(device_name).type == "cuda"
-    scorer = Scorer(params, reference_path, extractor_path, cuda, train_path, test_path)
+    scorer = Scorer(params, load_reference(reference_path), extractor_path, cuda, train_path,
+                    test_path, reference_path)
     return [score_case(params, scorer, s, m, o) for s, m, o in zip(samples, metas, outs, strict=True)]
+
+
+CHECK_FIGURES = ("fid", "kid", "precision", "recall", "density", "coverage", "memorised")
+
+
+def _without(reference, probes):
+    """The reference images that are not byte-equal to any probe (a held-out probe must not be
+    scored against itself when the reference is the test split)."""
+    seen = {bytes(p.numpy().tobytes()) for p in probes}
+    keep = [i for i, r in enumerate(reference) if bytes(r.numpy().tobytes()) not in seen]
+    return reference[keep]
+
+
+def check_metrics(params: dict, train_path: str, test_path: str, reference_path: str,
+                  extractor_path: str, out: str, device_name: str = "auto",
+                  threads: int = 1) -> dict:
+    """What the metrics see: held-out test images as they are and with known defects
+    (``metrics.corruptions.corruption_suite``), each scored like a sample set by the fid stage's
+    :class:`Scorer` against the reference set (less any image equal to a probe); one JSON."""
+    import torch
+
+    from scoresde.data import Levels
+    from scoresde.metrics.corruptions import corruption_suite, total_variation
+    from scoresde.utils import pick_device
+
+    setup_torch(threads)
+    cuda = pick_device(device_name).type == "cuda"
+    train, test = load_split(train_path), load_split(test_path)
+    if test["labels"] is None:
+        raise DataError(f"{test_path} has no labels; the missing-classes check needs them")
+    to_uint8 = Levels(int(test["levels"])).to_uint8
+    n = min(len(test["x"]), params["eval"]["checks"]["n_images"])
+    pick = torch.randperm(len(test["x"]), generator=torch.Generator().manual_seed(
+        params["eval"]["checks"]["seed"]))[:n]  # fmt: skip
+    probes, labels = to_uint8(test["x"][pick]), test["labels"][pick]
+    reference = _without(load_reference(reference_path), probes)
+    scorer = Scorer(params, reference, extractor_path, cuda, train_path, test_path, reference_path)
+    rows = []
+    for name, images in corruption_suite(probes, labels, to_uint8(train["x"]),
+                                         params["eval"]["checks"]["seed"]).items():
+        m = scorer.metrics(images)
+        m.pop("fid_bootstrap", None)
+        rows.append({"images": name, "n": len(images),
+                     "speckled": float((total_variation(images) > 0.25).double().mean()), **m})
+        log(f"{name}: " + ", ".join(f"{k} {m[k]:.3f}" for k in CHECK_FIGURES))
+    result = {"rows": rows, "n_reference": len(reference), "dataset": train["name"],
+              "feature_extractor": scorer.space.label}  # fmt: skip
+    write_json(out, {**result, "config": provenance(
+        "check-metrics", {"eval": {k: params["eval"][k] for k in ("fid", "manifold", "checks")}},
+        train=str(train_path), test=str(test_path), reference=str(reference_path),
+        extractor=str(extractor_path))})
+    return result
