@@ -26,7 +26,8 @@ eval:
 report: {title: tiny}
 """
 FID_FIELDS = {"dataset", "sde", "sampler", "predictor", "corrector", "steps", "denoise", "nfe",
-              "seconds", "n_samples", "fid", "kid", "kid_std", "feature_extractor"}
+              "seconds", "n_samples", "fid", "kid", "kid_std", "feature_extractor", "precision",
+              "recall", "density", "coverage", "memorised", "copy_z"}
 NLL_FIELDS = {"dataset", "sde", "bpd", "bpd_sem", "nfe", "n_images", "divergence", "n_probes",
               "rtol", "atol"}
 
@@ -55,12 +56,17 @@ def work(tmp_path_factory):
                "--samples", *[d / f"samples/digits/ve/{c}.pt" for c in cases],
                "--meta", *[d / f"samples/digits/ve/{c}.json" for c in cases],
                "--reference", data / "reference.pt", "--extractor", ckpt / "fid_features.pt",
+               "--train", data / "train.pt", "--test", data / "test.pt",
                "--out", *[d / f"metrics/digits/ve/fid/{c}.json" for c in cases]) == 0
+    assert run("check-metrics", "--params", p, "--train", data / "train.pt", "--test",
+               data / "test.pt", "--reference", data / "reference.pt", "--extractor",
+               ckpt / "fid_features.pt", "--out", d / "metrics/digits/metric_checks.json") == 0
     assert run("likelihood", "--params", p, "--checkpoint", ckpt / "ve/best.pt", "--data",
                data / "test.pt", "--out", d / "metrics/digits/ve/nll.json", "--sde", "ve") == 0
     assert run("report", "--params", p, "--fid", *sorted((d / "metrics").rglob("fid/*.json")),
                "--nll", d / "metrics/digits/ve/nll.json", "--out-dir", d / "reports",
-               "--checkpoints-dir", ckpt, "--samples-dir", d / "samples") == 0
+               "--checkpoints-dir", ckpt, "--samples-dir", d / "samples",
+               "--checks", d / "metrics/digits/metric_checks.json") == 0
     return d
 
 

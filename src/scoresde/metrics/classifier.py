@@ -49,11 +49,10 @@ class FeatureClassifier(nn.Module):
     """A small ResNet: a 3x3 stem and three stages of ``blocks`` residual blocks at widths w, 2w,
     4w (resolution H, H/2, H/4), global average pooling, linear head.
 
-    ``features(x)`` (``feature_dim`` = 7w values per image) concatenates the globally pooled
-    activations of all three stages, so local detail (edges, texture, speckle; the first stage sees
-    3x3 to 9x9 patches) weighs in beside shape and class (the last stage), standardised with the
-    training set's per-feature mean and std (buffers set after training, so FID / KID /
-    distances have a fixed scale). ``forward(x)`` returns class logits from the last stage.
+    ``features(x)``: ``feature_dim`` = C + 8w values per image (:meth:`raw_features`),
+    standardised with the training set's per-feature mean and std (buffers set after training,
+    so FID / KID / distances have a fixed scale). ``forward(x)`` returns class logits from the last
+    stage. BatchNorm in eval mode: an image's features do not depend on its batch.
     Input: float images scaled to [-1, 1], (B, C, H, W).
     """
 
@@ -67,7 +66,7 @@ class FeatureClassifier(nn.Module):
         ])  # fmt: skip
         self.out_norm = _norm(4 * w)
         self.head = nn.Linear(4 * w, num_classes)
-        self.feature_dim = 8 * w
+        self.feature_dim = in_channels + 8 * w
         self.register_buffer("feature_mean", torch.zeros(self.feature_dim))
         self.register_buffer("feature_std", torch.ones(self.feature_dim))
 
@@ -80,13 +79,15 @@ class FeatureClassifier(nn.Module):
         return pooled
 
     def raw_features(self, x):
-        """Pooled activations of the three stages before standardisation, (B, 10w): the spatial
-        standard deviation of the first two stages' channels (texture energy: what speckle, blur
-        and lost detail change), their spatial means, and the last stage's mean (shape, class;
-        the head's input, kept last)."""
+        """Before standardisation, (B, C + 8w): the detail energy (:func:`_detail`) of the input,
+        the stem and the first two stages (what speckle, blur and lost texture change; the stem
+        and first stage see 3x3 to 7x7 patches), then the last stage's global average (shape and
+        class, the head's input, kept last). Several depths, not only the last pooled layer:
+        last-layer features of a classifier are nearly blind to local defects."""
         h0, h1, h2, h3 = self._stages(x)
         last = F.silu(self.out_norm(h3))
-        return torch.cat([_detail(h0), _detail(h1), _detail(h2), last.mean((2, 3))], dim=1)
+        return torch.cat([_detail(x), _detail(h0), _detail(h1), _detail(h2), last.mean((2, 3))],
+                         dim=1)  # fmt: skip
 
     def features(self, x):
         return (self.raw_features(x) - self.feature_mean) / self.feature_std
@@ -245,7 +246,8 @@ def train_feature_extractor(
     config = {
         "arch": EXTRACTOR_NAME, "version": VERSION, "in_channels": int(x.shape[1]),
         "image_size": list(x.shape[2:]), "num_classes": int(y.max()) + 1, "width": width,
-        "blocks": blocks, "feature_dim": 8 * width, "dataset": dataset or "unknown",
+        "blocks": blocks, "feature_dim": int(x.shape[1]) + 8 * width,
+        "dataset": dataset or "unknown",
         "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "shift": shift, "flip": flip,
     }  # fmt: skip
     with cpu_threads(num_threads):
