@@ -92,15 +92,15 @@ def number(name: str, value, lo: float = -math.inf, hi: float = math.inf, *, ope
         ok = (v > lo if open_lo else v >= lo) and (v < hi if open_hi else v <= hi)
     if not ok:
         if lo == -math.inf and hi == math.inf:
-            span = "a number"
+            span = "a finite number" if finite else "a number"
         elif hi == math.inf:
             span = f"{'>' if open_lo else '>='} {lo}"
         elif lo == -math.inf:
             span = f"{'<' if open_hi else '<='} {hi}"
         else:
             span = f"in {'(' if open_lo else '['}{lo}, {hi}{')' if open_hi else ']'}"
-        if finite and (lo == -math.inf or hi == math.inf):
-            span += " and finite" if span != "a number" else " (finite)"
+        if finite and (lo == -math.inf) != (hi == math.inf):
+            span += " and finite"
         raise ValueError(f"{name} must be {span}, got {show(value)}")
     return v
 
@@ -234,9 +234,11 @@ def tensor(name: str, value, *, rank: int | None = None, min_rank: int = 1, floa
         raise ValueError(f"{name} must be a tensor{what}, got {show(value)}")
     if (rank is not None and value.ndim != rank) or value.ndim < min_rank:
         want = f"{rank}" if rank is not None else f"at least {min_rank}"
-        raise ValueError(f"{name} must have {want} dimension(s){what}, got shape {tuple(value.shape)}")
+        raise ValueError(f"{name} must be a tensor{what} with {want} dimension(s), got shape "
+                         f"{tuple(value.shape)}")
     if value.ndim and min(value.shape) == 0:
-        raise ValueError(f"{name} must have every size >= 1{what}, got shape {tuple(value.shape)}")
+        raise ValueError(f"{name} must be a tensor{what} with every size >= 1, got shape "
+                         f"{tuple(value.shape)}")
     if floating and not value.is_floating_point():
         raise ValueError(f"{name} must hold floating-point numbers (torch.float32 or torch.float64), "
                          f"got dtype {value.dtype}")
