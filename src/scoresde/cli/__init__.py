@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from scoresde.stages.config import ConfigError
 
+from .common import check_paths
 from .controllable import add_controllable_parsers
 from .pipeline import add_stage_parsers
 
@@ -55,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
+        check_paths(args)
         args.func(args)
     except Preempted as stop:
         print(f"stopped: {_one_line(stop)}", file=sys.stderr)
