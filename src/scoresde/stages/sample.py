@@ -4,10 +4,11 @@ A case is ``{sampler}_{steps}_{denoise}`` (:mod:`scoresde.stages.cases`). Each c
 ``{case}.pt`` = ``{"images": uint8 (N, C, H, W) 0..255, "case": {dataset, sde, sampler, steps,
 denoise, seed_index}}`` (samples mapped back from model space onto the dataset's level grid) and
 the sidecar ``{case}.json`` with the case's fields (dataset, sde, sampler, predictor, corrector,
-steps, denoise, nfe, seconds, n_samples) and the resolved parameters. The cases of one trajectory (sampler, steps) -- Tweedie on and off -- come from one
-run, and ``seconds`` is that run's wall time. ``sample-cases`` draws any number of trajectories
-in one process: the checkpoint is read once, and every case's files are exactly those of a
-``sample`` job of its own (the samples do not depend on what else the process drew).
+steps, denoise, nfe, seconds, n_samples) and the resolved parameters. The cases of one
+trajectory (sampler, steps) -- Tweedie on and off -- come from one run, and ``seconds`` is that
+run's wall time. ``sample-cases`` draws any number of trajectories in one process: the checkpoint
+is read once, every case's files are exactly those of a ``sample`` job of its own (the samples do
+not depend on what else the process drew), and they are written only once every case is drawn.
 
 Sample i uses a generator seeded from ``sample.seed`` and i, so every case starts from the same
 prior draws x_T. Seed k of ``report.seeds`` (``seed_index``) draws samples k*n .. k*n + n - 1
