@@ -87,7 +87,11 @@ def explain(error) -> str:
             message += (f" (YAML reads numbers like {text} as text; write {yaml_float(text)}: "
                         "a point in the mantissa and a signed exponent)")
         elif re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)", error.instance.strip()):
-            message += " (a number given as text; drop the quotes)"
+            wanted = error.validator_value
+            wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+            whole = re.fullmatch(r"[+-]?\d+", error.instance.strip())
+            if "number" in wanted or ("integer" in wanted and whole):  # else the quotes are not all
+                message += " (a number given as text; drop the quotes)"
     return f"{where}: {message}"
 
 
