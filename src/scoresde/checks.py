@@ -124,12 +124,12 @@ def choice(name: str, value, choices, kind: str | None = None) -> str:
 option = choice
 
 
-def options(method: str, given: dict, allowed) -> None:
-    """ValueError naming an option the method does not take."""
+def options(method: str, given: dict, allowed, kind: str = "method") -> None:
+    """ValueError naming an option the method (or another ``kind`` of thing) does not take."""
     unknown = sorted(set(given) - set(allowed))
     if unknown:
         names = ", ".join(allowed) or "none"
-        raise ValueError(f"method {method!r} takes no option {unknown[0]!r}; its options: {names}")
+        raise ValueError(f"{kind} {method!r} takes no option {unknown[0]!r}; its options: {names}")
 
 
 def function(name: str, value):

@@ -223,4 +223,8 @@ SDES = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
 
 def make_sde(name: str, **params) -> SDE:
     """Build an SDE by its short name (``ve``, ``vp``, ``subvp``) with its own parameters."""
-    return SDES[checks.choice("name", name, SDES, "SDE")](**params)
+    import inspect
+
+    cls = SDES[checks.choice("name", name, SDES, "SDE")]
+    checks.options(name, params, tuple(inspect.signature(cls).parameters), kind="SDE")
+    return cls(**params)
