@@ -29,8 +29,8 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["choice", "device", "dtype", "eps", "flag", "function", "generator", "number", "option",
-           "options", "sde", "shape", "show", "tensor", "times", "whole"]
+__all__ = ["choice", "device", "dtype", "eps", "flag", "function", "generator", "number", "options",
+           "sde", "shape", "show", "sizes", "start", "tensor", "times", "whole"]
 
 
 def show(value) -> str:
@@ -120,8 +120,6 @@ def choice(name: str, value, choices, kind: str | None = None) -> str:
         f"{name}={show(value)} is unknown"
     raise ValueError(f"{what}; choose one of {', '.join(choices)}")
 
-
-option = choice
 
 
 def options(method: str, given: dict, allowed, kind: str = "method") -> None:
