@@ -574,7 +574,7 @@ def test_a_full_disk_is_one_error_line_naming_the_output(tmp_path, capsys, monke
         assert run(*args) == 2
         line = _error(capsys)
         assert "cannot write" in line and "train.pt" in line and ".tmp-" not in line, line
-        assert ("no space left" if isinstance(failure, OSError) else "free space") in line, line
+        assert ("No space left on device" if isinstance(failure, OSError) else "free space") in line, line
         assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
 
 

@@ -71,7 +71,7 @@ def write_error(path: Path, err: BaseException) -> OSError:
     except OSError:
         full = False
     if code == errno.ENOSPC or full:
-        cause = f"no space left on the disk holding {parent}; free space or write elsewhere"
+        cause = f"No space left on device (the disk holding {parent}); free space or write elsewhere"
     elif code in (errno.EACCES, errno.EPERM):
         cause = f"no write permission in {parent}; write elsewhere or fix the permissions"
     elif code == errno.EROFS:
