@@ -35,7 +35,7 @@ from scoresde.controllable import colorize, conditional_score, inpaint
 from scoresde.operators import AvgPool, Blur, Dense, Mask, random_projection
 from scoresde.sampling import METHODS, make_grid
 
-PROFILE = settings(derandomize=True, max_examples=40, deadline=None, database=None,
+PROFILE = settings(derandomize=True, max_examples=100, deadline=None, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 F64 = torch.float64
 
@@ -423,3 +423,29 @@ def test_step_functions_check_their_grid_and_state():
 
 def test_colorize_refuses_integer_grey_images():
     refused(lambda s: colorize(s, VP, torch.zeros(2, 1, 4, 4, dtype=torch.long), 2), "gray")
+
+
+@settings(PROFILE, max_examples=15)
+@given(method=st.sampled_from(["dps", "pigdm", "smc"]), batch=st.integers(1, 3),
+       noise_std=st.sampled_from([0.0, 0.05, 0.5]), steps=st.integers(1, 3),
+       predictor=st.sampled_from(["reverse_diffusion", "ancestral"]), denoise=st.booleans())
+def test_valid_inverse_calls_return_finite_draws_of_the_shape(method, batch, noise_std, steps, predictor,
+                                                              denoise):
+    options = {"particles": 3} if method == "smc" else {}
+    y = torch.randn(batch, 1, generator=torch.Generator().manual_seed(0))
+    x, nfe = solve_inverse(Counting(VP), VP, y, A1, noise_std, steps, method=method, predictor=predictor,
+                           denoise=denoise, generator=torch.Generator().manual_seed(1), **options)
+    assert x.shape == (batch, 2) and bool(torch.isfinite(x).all()) and nfe == steps + denoise
+
+
+@settings(PROFILE, max_examples=15)
+@given(method=st.sampled_from(["replace", "repaint", "smc"]), batch=st.integers(1, 2),
+       steps=st.integers(1, 3), snr=st.floats(0.0, 0.2), denoise=st.booleans())
+def test_valid_inpaint_calls_keep_the_observed_entries(method, batch, steps, snr, denoise):
+    options = {"particles": 2} if method == "smc" else {"jump": 1} if method == "repaint" else {}
+    y = torch.rand(batch, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    mask = (torch.rand(batch, 1, 4, 4, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    x, nfe = inpaint(Counting(VP), VP, y, mask, steps, method=method, snr=snr, denoise=denoise,
+                     generator=torch.Generator().manual_seed(2), **options)
+    assert x.shape == y.shape and bool(torch.isfinite(x).all()) and nfe >= 1
+    assert torch.equal(x[mask == 1], y[mask == 1])
