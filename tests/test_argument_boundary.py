@@ -23,6 +23,7 @@ from scoresde import (
     bits_per_dim,
     discrete_bits_per_dim,
     discrete_log_likelihood,
+    dsm_loss,
     log_likelihood,
     make_sde,
     ode_sample,
@@ -145,6 +146,11 @@ PROBES = {
     "Blur in_shape (8, 8)": ("in_shape", lambda s: Blur((8, 8), 1.0)),
     "AvgPool factor nan": ("factor", lambda s: AvgPool((1, 8, 8), math.nan)),
     "bits_per_dim levels 0": ("levels", lambda s: bits_per_dim(torch.zeros(2), 4, 0)),
+    # training's loss: cheap checks only (it runs at every step)
+    "dsm_loss eps 1.5": ("eps", lambda s: dsm_loss(torch.nn.Identity(), VP, torch.zeros(4, 2), eps=1.5)),
+    "dsm_loss x int": ("x", lambda s: dsm_loss(torch.nn.Identity(), VP, torch.zeros(4, 2).long())),
+    "dsm_loss likelihood_weighting 'no'": ("likelihood_weighting", lambda s: dsm_loss(
+        torch.nn.Identity(), VP, torch.zeros(4, 2), likelihood_weighting="no")),
     # devices: a CPU generator where the noise is drawn on a GPU (refused before CUDA is touched)
     "pc generator on another device": ("generator", lambda s: pc_sample(
         s, VP, (4, 2), steps=2, device="cuda", generator=torch.Generator())),
