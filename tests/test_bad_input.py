@@ -487,3 +487,201 @@ def test_library_refuses_bad_arguments_before_any_score_evaluation(case):
         call(score)
     assert calls == [], f"{case}: {len(calls)} score evaluations before the refusal"
     assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- outputs (CLI)
+
+def _sample_args(checkpoint, out, meta, *extra):
+    return ["sample", "--checkpoint", checkpoint, "--sampler", "pc", "--steps", "2", "--denoise",
+            "tweedie", "--out", out, "--meta", meta, "--device", "cpu", *extra]
+
+
+OUTPUT_CASES = {
+    "sample --out is the checkpoint": (
+        lambda d: _sample_args(d / "in.pt", d / "in.pt", d / "s.json"), ["--out", "in.pt",
+                                                                        "is also an input"]),
+    "sample --out is the checkpoint, another spelling": (
+        lambda d: _sample_args(d / "in.pt", d / "sub/../in.pt", d / "s.json"), ["is also an input",
+                                                                               "--checkpoint"]),
+    "likelihood --out is --data": (
+        lambda d: ["likelihood", "--checkpoint", d / "ck.pt", "--data", d / "in.pt", "--out",
+                   d / "in.pt"], ["in.pt", "is also an input", "--data"]),
+    "fid --out is --samples": (
+        lambda d: ["fid", "--samples", d / "in.pt", "--meta", d / "m.json", "--reference",
+                   d / "r.pt", "--extractor", d / "e.pt", "--out", d / "in.pt"],
+        ["is also an input", "--samples"]),
+    "sample --out equals --meta": (
+        lambda d: _sample_args(d / "ck.pt", d / "s.pt", d / "s.pt"), ["--out", "--meta",
+                                                                     "name one file twice"]),
+    "sample-cases --out twice": (
+        lambda d: ["sample-cases", "--checkpoint", d / "ck.pt", "--cases", "pc_2_none", "p_2_none",
+                   "--out", d / "a.pt", d / "a.pt", "--meta", d / "a.json", d / "b.json"],
+        ["a.pt", "name one file twice"]),
+    "fid --out twice": (
+        lambda d: ["fid", "--samples", d / "x.pt", d / "y.pt", "--meta", d / "x.json", d / "y.json",
+                   "--reference", d / "r.pt", "--extractor", d / "e.pt", "--out", d / "o.json",
+                   d / "o.json"], ["o.json", "name one file twice"]),
+    "--out an existing directory": (
+        lambda d: _sample_args(d / "ck.pt", d / "adir", d / "s.json"), ["--out", "adir",
+                                                                       "existing directory"]),
+    "--out under a file": (
+        lambda d: _sample_args(d / "ck.pt", d / "afile/s.pt", d / "s.json"), ["afile/s.pt",
+                                                                             "is a file, not a directory"]),
+    "train --out-dir a file": (
+        lambda d: ["train", "--data", d / "in.pt", "--sde", "vp", "--out-dir", d / "afile",
+                   "--log-csv", d / "log.csv", "--config-out", d / "c.json"],
+        ["--out-dir", "afile", "not a directory"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUT_CASES))
+def test_outputs_that_would_overwrite_or_cannot_be_written_are_refused(tmp_path, capsys, case):
+    """Before any work: exit 2, one error line naming the path; inputs unchanged, no output."""
+    make, words = OUTPUT_CASES[case]
+    (tmp_path / "in.pt").write_bytes(b"input bytes")
+    (tmp_path / "afile").write_text("a file")
+    (tmp_path / "adir").mkdir()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert run(*make(tmp_path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for w in words:
+        assert w in err[0], (w, err[0])
+    assert (tmp_path / "in.pt").read_bytes() == b"input bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not list((tmp_path / "adir").iterdir())
+
+
+def test_a_full_disk_is_one_error_line_naming_the_output(tmp_path, capsys, monkeypatch):
+    """torch.save failing part-way (ENOSPC, or torch's own 'file write failed'): one line naming
+    the output, never the temporary name; no partial file left."""
+    import errno
+
+    import scoresde.stages.common
+
+    params = tmp_path / "params.yaml"
+    params.write_text(TINY)
+    args = ["prepare-data", "--params", params, "--train-out", tmp_path / "out/train.pt",
+            "--test-out", tmp_path / "out/test.pt", "--reference-out", tmp_path / "out/ref.pt"]
+    for failure in (OSError(errno.ENOSPC, "No space left on device"),
+                    RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")):
+        def full(obj, f, failure=failure):
+            with open(f, "wb") as handle:
+                handle.write(b"partial")
+            raise failure
+
+        monkeypatch.setattr(scoresde.stages.common.torch, "save", full)
+        assert run(*args) == 2
+        line = _error(capsys)
+        assert "cannot write" in line and "train.pt" in line and ".tmp-" not in line, line
+        assert ("No space left on device" if isinstance(failure, OSError) else "free space") in line, line
+        assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_failed_write_names_a_directory_in_the_way(tmp_path):
+    from scoresde.stages.common import write_json
+
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError, match=r"cannot write .*adir: it is an existing directory"):
+        write_json(tmp_path / "adir", {})
+    with pytest.raises(OSError, match=r"afile is a file, not a directory"):
+        write_json(tmp_path / "afile/m.json", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]
+
+
+def test_train_writes_no_header_only_log(work, tmp_path, capsys, monkeypatch):
+    """A training run that fails before its first snapshot leaves no log.csv behind."""
+    import scoresde.stages.train.loop as loop
+
+    def fail(*args, **kwargs):
+        raise FloatingPointError("training loss became nan at step 1")
+
+    monkeypatch.setattr(loop, "train_step", fail)
+    out = tmp_path / "out"
+    code = run("train", "--params", work / "params.yaml", "--data", work / "data/train.pt", "--sde",
+               "vp", "--out-dir", out / "ck", "--log-csv", out / "log.csv", "--config-out",
+               out / "config.json", "--threads", "1")
+    assert code == 2 and "nan" in _error(capsys)
+    assert not (out / "log.csv").exists()
+
+
+# --------------------------------------------------------------------------- sample files
+
+def test_sample_cases_writes_nothing_until_every_case_is_drawn(work, tmp_path, capsys, monkeypatch):
+    """The second trajectory fails: the first's files are not written either."""
+    import scoresde.stages.sample as sample
+
+    real, done = sample.draw_trajectory, []
+
+    def failing(*args, **kwargs):
+        if done:
+            raise FloatingPointError("pc_sample produced non-finite values")
+        done.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sample, "draw_trajectory", failing)
+    out = tmp_path / "out"
+    code = run("sample-cases", "--params", work / "params.yaml", "--checkpoint",
+               work / "ck/vp/step_2.pt", "--cases", "p_2_none", "pc_2_none", "--out",
+               out / "a.pt", out / "b.pt", "--meta", out / "a.json", out / "b.json", "--device", "cpu")
+    assert_refused(code, capsys, ["non-finite"], out)
+    assert done == [1]
+
+
+@pytest.fixture(scope="module")
+def two_cases(work, tmp_path_factory):
+    """Two sample cases of the VP model (pc and p, 2 steps, no denoising)."""
+    d = tmp_path_factory.mktemp("cases")
+    assert run("sample-cases", "--params", work / "params.yaml", "--checkpoint",
+               work / "ck/vp/step_2.pt", "--cases", "pc_2_none", "p_2_none", "--out", d / "pc.pt",
+               d / "p.pt", "--meta", d / "pc.json", d / "p.json", "--device", "cpu") == 0
+    return d
+
+
+def _fid_args(work, samples, meta, out):
+    return ["fid", "--params", work / "params.yaml", "--samples", samples, "--meta", meta,
+            "--reference", work / "data/reference.pt", "--extractor", work / "ck/fid_features.pt",
+            "--out", out, "--device", "cpu"]
+
+
+def test_fid_refuses_a_sidecar_of_another_case(work, two_cases, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = run(*_fid_args(work, two_cases / "pc.pt", two_cases / "p.json", out / "fid.json"))
+    assert_refused(code, capsys, ["p.json", "pc.pt", "another case", "sampler 'pc' vs 'p'"], out)
+
+
+def test_fid_refuses_a_sample_file_without_images(work, two_cases, tmp_path, capsys):
+    blob = torch.load(two_cases / "pc.pt", weights_only=True)
+    empty = tmp_path / "empty.pt"
+    torch.save({**blob, "images": blob["images"][:0]}, empty)
+    out = tmp_path / "out"
+    code = run(*_fid_args(work, empty, two_cases / "pc.json", out / "fid.json"))
+    assert_refused(code, capsys, ["empty.pt", "no images", "(0, 1, 8, 8)"], out)
+
+
+# --------------------------------------------------------------------------- parameter files
+
+PARAM_FILE_CASES = [
+    ("train: {n_iters: 3}\ntrain: {lr: 0.1}\n", ["bad.yaml", "'train' is given twice",
+                                                 "lines 1 and 2"]),
+    ("sample:\n  snr: {vp: 0.1}\n  snr: {ve: 0.2}\n", ["'snr' is given twice"]),
+    (b"\x80\x03binary\x00\xff", ["bad.yaml", "not a text (YAML) file"]),
+    ("sde: {names: [vp]}\ncontrollable: {sdes: [ve]}\n", ["controllable.sdes", "sde.names",
+                                                          "skipped"]),
+]
+
+
+@pytest.mark.parametrize("text, words", PARAM_FILE_CASES)
+def test_parameter_files_with_duplicates_or_bytes_are_refused(tmp_path, capsys, text, words):
+    path = tmp_path / "bad.yaml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    assert_refused(run("validate-config", path), capsys, words, tmp_path / "out")
+
+
+def test_params_json_with_a_key_twice_is_refused():
+    with pytest.raises(cfg.ConfigError, match=r"--params-json: the key 'lr' is given twice"):
+        cfg.resolve(params_json='{"train": {"lr": 0.1, "lr": 0.2}}')

@@ -161,6 +161,32 @@ def test_bad_parameters_fail_before_any_job(workdir, override, key):
     assert not (workdir / "data").exists()
 
 
+def test_nested_config_overrides_are_typed_by_the_schema(workdir):
+    """--config reads nested values as text; they are typed by the schema before validation,
+    so nested numbers, bools and null can be overridden."""
+    proc = snakemake("-n", "--cores", "1", "--config",
+                     'train={"snapshot_every":10,"n_iters":20,"lr":2e-4}',
+                     'controllable={"enabled":false}', cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "step_10.pt" in proc.stdout and "step_20.pt" in proc.stdout
+    assert "train_classifier" not in proc.stdout
+    proc = snakemake("-n", "--cores", "1", "--config", 'train={"n_iters":"10.5"}', cwd=workdir)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "train.n_iters: '10.5' is not of type 'integer'" in out, out
+    assert "drop the quotes" not in out
+    proc = snakemake("-n", "--cores", "1", "--config", 'sde={"names":["vp"]}',
+                     'controllable={"sdes":["ve"]}', cwd=workdir)
+    assert proc.returncode != 0 and "controllable.sdes" in proc.stdout + proc.stderr
+
+
+def test_a_config_file_with_a_key_twice_is_refused(workdir):
+    (workdir / "twice.yaml").write_text("train:\n  n_iters: 10\ntrain:\n  lr: 0.1\n")
+    proc = snakemake("-n", "--cores", "1", "--configfile", "twice.yaml", cwd=workdir)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "'train' is given twice" in out, out
+    assert not (workdir / "data").exists()
+
+
 def _rows(path: Path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))

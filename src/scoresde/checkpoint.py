@@ -34,18 +34,58 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 
     Parent directories are created. The temporary name keeps `path`'s name as its suffix, so
     writers that infer a format from the extension still work. On any exception the temporary
-    file is removed and `path` is left untouched.
+    file is removed and `path` is left untouched; a failed write (a full disk, no permission, a
+    directory in the way) is one ``OSError`` naming `path` and the cause, never the temporary name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(path, err) from None
     tmp = path.with_name(f".tmp-{secrets.token_hex(6)}-{path.name}")
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
+    except BaseException as err:
+        failed = isinstance(err, OSError) or (isinstance(err, RuntimeError) and "writ" in str(err).lower()
+                                              and not isinstance(err, CheckpointError))
+        error = write_error(path, err) if failed else None  # before the partial file frees its space
+        with suppress(OSError):
             tmp.unlink()
+        if error is not None:
+            raise error from None
         raise
+
+
+def write_error(path: Path, err: BaseException) -> OSError:
+    """One-line ``OSError`` for a failed write of `path`: the path and the cause in words."""
+    import errno
+    import shutil
+
+    code = getattr(err, "errno", None)
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        full = shutil.disk_usage(parent).free == 0
+    except OSError:
+        full = False
+    if code == errno.ENOSPC or full:
+        cause = f"No space left on device (the disk holding {parent}); free space or write elsewhere"
+    elif code in (errno.EACCES, errno.EPERM):
+        cause = f"no write permission in {parent}; write elsewhere or fix the permissions"
+    elif code == errno.EROFS:
+        cause = f"{parent} is on a read-only file system; write elsewhere"
+    elif path.is_dir():
+        cause = "it is an existing directory; give a file path"
+    elif not parent.is_dir():
+        cause = f"{parent} is a file, not a directory; give a path in a directory"
+    elif getattr(err, "strerror", None):
+        cause = f"{err.strerror.lower()}; write elsewhere"
+    else:
+        cause = (f"the write failed part-way ({' '.join(str(err).split()[-3:])}); check the free space "
+                 f"of the disk holding {parent}")
+    return OSError(f"cannot write {path}: {cause}")
 
 
 def _to_cpu(obj: Any, where: str = "state") -> Any:

@@ -32,12 +32,12 @@ import math
 
 import torch
 
+from . import checks
 from .inverse import gaussian_kernel, particle_filter, systematic_resample
 from .sampling import CORRECTORS, PREDICTORS, time_uniform
 from .sampling.common import (
     check_args,
     check_finite,
-    check_finite_input,
     check_int,
     check_options,
     check_range,
@@ -66,6 +66,9 @@ def conditional_score(score_fn, log_prob_fn, scale: float = 1.0):
     (Dhariwal & Nichol 2021) and sample p(x) p(y | x)^scale. The gradient is taken with autograd,
     also inside ``torch.no_grad()``.
     """
+    checks.function("score_fn", score_fn)
+    checks.function("log_prob_fn", log_prob_fn)
+    scale = checks.number("scale", scale)
 
     def score(x, t):
         with torch.enable_grad():
@@ -100,17 +103,28 @@ def _observed_draw(sde: SDE, y, t, generator):
     return mean + append_dims(std, y.ndim) * randn(y.shape, generator, y.device, y.dtype), mean
 
 
-def _check_inpaint(sde, y, mask, steps, eps, method, snr=0.0, options=None):
+def _check_inpaint(score_fn, sde, y, mask, steps, eps, method, predictor, corrector, snr, denoise,
+                   generator, options=None):
+    """Every argument of :func:`inpaint`, before its first score evaluation; ``(mask, eps)``."""
+    checks.function("score_fn", score_fn)
+    checks.sde(sde)
     lookup(dict.fromkeys(METHODS), method, "inpainting method")
     allowed = {"replace": (), "repaint": ("jump", "resample"), "smc": ("particles", "ess_threshold")}
     check_options(method, options or {}, allowed[method])
-    eps = sde.sampling_eps if eps is None else float(eps)
+    eps = sde.sampling_eps if eps is None else eps
     check_args(sde, steps, eps)
+    eps = float(eps)
+    lookup(PREDICTORS, predictor, "predictor")
+    lookup(CORRECTORS, corrector, "corrector")
     check_range("snr", snr, 0.0)
-    check_finite_input("y", y)
+    checks.flag("denoise", denoise)
+    checks.tensor("y", y, min_rank=2, what="(B, ...) of observations")
+    checks.generator("generator", generator, y.shape[0], y.device)
     for name in ("jump", "resample", "particles"):
         if name in (options or {}):
             check_int(name, options[name], 1)
+    if "ess_threshold" in (options or {}):
+        checks.number("ess_threshold", options["ess_threshold"], 0.0, 1.0)
     return check_mask(y, mask), eps
 
 
@@ -129,7 +143,8 @@ def inpaint(score_fn, sde: SDE, y: torch.Tensor, mask: torch.Tensor, steps: int,
     (default 0.5; resample when ESS < threshold * particles); ``smc`` uses no corrector and needs
     ``predictor`` ``reverse_diffusion`` or ``ancestral`` (its Gaussian backward kernel).
     """
-    mask, eps = _check_inpaint(sde, y, mask, steps, eps, method, snr, method_options)
+    mask, eps = _check_inpaint(score_fn, sde, y, mask, steps, eps, method, predictor, corrector, snr,
+                               denoise, generator, method_options)
     if method == "smc":
         x, nfe = _smc(score_fn, sde, y, mask, int(steps), predictor, eps, denoise, generator,
                       **method_options)
@@ -263,8 +278,10 @@ def colorize(score_fn, sde: SDE, gray: torch.Tensor, steps: int, method: str = "
     Imputation runs in the decoupled space, where the score is M^T s(M u, t) (the SDEs here are
     isotropic, so the decoupled process is the same SDE), with the grey channel observed.
     """
-    if gray.ndim != 4 or gray.shape[1] != 1:
-        raise ValueError(f"gray must be (B, 1, H, W), got {tuple(gray.shape)}")
+    checks.function("score_fn", score_fn)
+    if not isinstance(gray, torch.Tensor) or gray.ndim != 4 or gray.shape[1] != 1:
+        raise ValueError(f"gray must be (B, 1, H, W), got {checks.show(gray)}")
+    checks.tensor("gray", gray, rank=4, what="(B, 1, H, W)")
     y = torch.zeros(gray.shape[0], 3, *gray.shape[2:], dtype=gray.dtype, device=gray.device)
     y[:, :1] = math.sqrt(3.0) * gray
     mask = torch.zeros_like(y)

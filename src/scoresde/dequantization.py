@@ -29,6 +29,7 @@ import numbers
 
 import torch
 
+from . import checks
 from .sde import SDE
 from .utils import Generator, rand
 
@@ -36,17 +37,27 @@ METHODS = ("uniform", "importance", "truncated-normal")
 
 
 def check_discrete_input(k: torch.Tensor, levels, dequantization: str, samples, scale: float,
-                         tau: float | None = None) -> None:
+                         tau: float | None = None, shift: float = 0.0, generator=None) -> None:
     """ValueError naming the argument and its value for anything a user can get wrong."""
-    if dequantization not in METHODS:
-        raise ValueError(f"unknown dequantization {dequantization!r}; choose one of {', '.join(METHODS)}")
+    checks.choice("dequantization", dequantization, METHODS, "dequantization")
     for name, value, low in (("samples", samples, 1), ("levels", levels, 2)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if not math.isfinite(scale) or scale <= 0:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) \
+            or scale <= 0:
         raise ValueError(f"scale must be a positive number (the width of the data range), got {scale!r}")
-    if tau is not None and not tau > 0:
-        raise ValueError(f"tau must be > 0 (the truncation in standard deviations) or None, got {tau!r}")
+    checks.number("shift", shift)
+    if tau is not None:
+        checks.number("tau", tau, 0.0, open_lo=True)
+    check_levels(k, levels)
+    checks.generator("generator", generator, k.shape[0], k.device)
+
+
+def check_levels(k: torch.Tensor, levels) -> None:
+    """``k`` a (B, ...) tensor of integer levels 0..levels-1 with every size >= 1."""
+    levels = checks.whole("levels", levels, 2)
+    checks.tensor("k", k, min_rank=2, floating=False, finite=False,
+                  what=f"(B, ...) of integer levels 0..{levels - 1}")
     if k.dtype == torch.bool or k.is_complex():
         raise ValueError(f"k must hold integer levels 0..{levels - 1}, got a tensor of dtype {k.dtype}")
     if k.is_floating_point():

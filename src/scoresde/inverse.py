@@ -41,6 +41,7 @@ import math
 
 import torch
 
+from . import checks
 from .operators import as_operator, has_adjoint
 from .sampling import PREDICTORS, time_uniform
 from .sampling.common import check_args, check_finite, final_tweedie, tweedie_denoise
@@ -57,9 +58,8 @@ OPTIONS = {"dps": ("predictor", "denoise", "scale"),
 # --- argument checks (before any score evaluation) ------------------------------------------------
 
 
-def _check_options(method: str, options: dict, batch: int, generator) -> dict:
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is unknown; choose one of {', '.join(METHODS)}")
+def _check_options(method: str, options: dict, batch: int, generator, device) -> dict:
+    checks.choice("method", method, METHODS)
     unknown = sorted(set(options) - set(OPTIONS[method]))
     if unknown:
         raise ValueError(f"{method} takes the options {', '.join(OPTIONS[method])}; got unknown "
@@ -68,31 +68,36 @@ def _check_options(method: str, options: dict, batch: int, generator) -> dict:
             "ess_threshold": 0.5, "jacobian": "vjp", **options}
     if opts["jacobian"] not in ("vjp", "gaussian"):
         raise ValueError(f"jacobian={opts['jacobian']!r} must be 'vjp' or 'gaussian'")
-    if opts["predictor"] not in KERNELS:
+    if not isinstance(opts["predictor"], str) or opts["predictor"] not in KERNELS:
         raise ValueError(f"predictor={opts['predictor']!r}: solve_inverse needs a Gaussian predictor, "
                          f"one of {', '.join(KERNELS)}")
     K = opts["particles"]
-    if isinstance(K, bool) or not isinstance(K, (int, float)) or int(K) != K or K < 1:
+    if isinstance(K, bool) or not isinstance(K, (int, float)) or not math.isfinite(K) or int(K) != K \
+            or K < 1:
         raise ValueError(f"particles={K!r} must be an integer >= 1 (e.g. 16)")
-    if not 0 <= float(opts["ess_threshold"]) <= 1:
-        raise ValueError(f"ess_threshold={opts['ess_threshold']} must lie in [0, 1]")
-    if not math.isfinite(float(opts["scale"])) or float(opts["scale"]) < 0:
-        raise ValueError(f"scale={opts['scale']} must be a finite number >= 0")
+    opts["ess_threshold"] = checks.number("ess_threshold", opts["ess_threshold"], 0.0, 1.0)
+    opts["scale"] = checks.number("scale", opts["scale"], 0.0)
+    opts["denoise"] = checks.flag("denoise", opts["denoise"])
     if generator is not None and not isinstance(generator, torch.Generator) \
-            and len(generator) != batch:
+            and isinstance(generator, list | tuple) and len(generator) != batch:
         raise ValueError(f"got {len(generator)} per-sample generators for {batch} measurements; "
                          "give one torch.Generator or one per row of y")
+    checks.generator("generator", generator, batch, device)
     return {**opts, "particles": int(K)}
 
 
-def _check_problem(y, A, noise_std, method: str):
+def _check_problem(score_fn, sde, y, A, noise_std, method: str):
     """The operator, with y (B, m) and noise_std checked against it."""
+    checks.function("score_fn", score_fn)
+    checks.sde(sde)
     if not isinstance(y, torch.Tensor) or y.ndim != 2:
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"y must be a (B, m) tensor of measurements, got {shape}")
-    noise = float(noise_std)
-    if not noise >= 0 or not math.isfinite(noise):  # also rejects NaN
-        raise ValueError(f"noise_std={noise_std} must be a finite number >= 0 (0 = noiseless)")
+    checks.tensor("y", y, rank=2, what="(B, m) of measurements")
+    v = checks._scalar(noise_std)
+    if v is None or not math.isfinite(v) or v < 0:  # also rejects NaN, None and text
+        raise ValueError(f"noise_std={noise_std!r} must be a finite number >= 0 (0 = noiseless)")
+    noise = float(v)
     op = as_operator(A)
     if method in ("pigdm", "smc") and not has_adjoint(op):
         raise ValueError(f"A ({type(op.obj).__name__}) has no adjoint(v); method {method!r} needs "
@@ -270,9 +275,10 @@ def solve_inverse(score_fn, sde: SDE, y: torch.Tensor, A, noise_std: float, step
     ``jacobian`` (``vjp``, default, or ``gaussian``: :func:`pigdm_step`); ``smc``:
     ``particles`` (default 16), ``ess_threshold`` (default 0.5).
     """
-    op, noise = _check_problem(y, A, noise_std, method)
-    opts = _check_options(method, options, y.shape[0], generator)
-    eps = sde.sampling_eps if eps is None else float(eps)
+    checks.choice("method", method, METHODS)
+    op, noise = _check_problem(score_fn, sde, y, A, noise_std, method)
+    opts = _check_options(method, options, y.shape[0], generator, y.device)
+    eps = sde.sampling_eps if eps is None else checks.eps(eps, sde)
     check_args(sde, steps, eps)
     steps, B = int(steps), y.shape[0]
     shape = (B, *op.in_shape)

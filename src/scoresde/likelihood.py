@@ -30,8 +30,10 @@ from dataclasses import dataclass
 
 import torch
 
+from . import checks
 from .dequantization import (
     check_discrete_input,
+    check_levels,
     truncated_normal_draws,
     truncated_normal_entropy,
     truncated_normal_log_q,
@@ -51,11 +53,20 @@ def uniform_dequantize(k: torch.Tensor, levels: int, generator: Generator = None
     """Map integer levels k in {0..L-1} to y = (k + u) / L in [0, 1), u ~ U[0, 1) (`data.Levels`)."""
     from .data import Levels
 
+    check_levels(k, levels)
+    checks.generator("generator", generator, k.shape[0], k.device)
     return Levels(levels, dequantized=True).to_unit(k, generator)
 
 
 def bits_per_dim(logp: torch.Tensor, dim: int, levels: int, scale: float = 1.0) -> torch.Tensor:
     """bits/dim = -logp / (D ln 2) + log2(levels) - log2(scale); see the module docstring."""
+    if not isinstance(logp, torch.Tensor):
+        checks.number("logp", logp)
+    else:
+        checks.tensor("logp", logp, min_rank=0)
+    dim = checks.whole("dim", dim, 1)
+    levels = checks.whole("levels", levels, 2)
+    scale = checks.number("scale", scale, 0.0, open_lo=True)
     return -logp / (dim * math.log(2.0)) + math.log2(levels) - math.log2(scale)
 
 
@@ -92,11 +103,15 @@ def divergence_fn(drift, divergence: str = "rademacher"):
     return div
 
 
-def _check_solver_args(divergence: str, n_probes: int) -> None:
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
+def _check_solver_args(score_fn, sde: SDE, eps, rtol, atol, divergence: str, n_probes: int) -> tuple:
+    """The ODE solve's arguments: ``(eps, rtol, atol)`` as floats (see ``scoresde.checks``)."""
+    checks.function("score_fn", score_fn)
+    checks.sde(sde)
+    checks.choice("divergence", divergence, DIVERGENCES, "divergence")
     if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
         raise ValueError(f"n_probes must be an integer >= 1, got {n_probes!r}")
+    return (checks.eps(eps, sde), checks.number("rtol", rtol, 0.0, open_lo=True),
+            checks.number("atol", atol, 0.0, open_lo=True))
 
 
 def _solve(score_fn, sde: SDE, x: torch.Tensor, probes: torch.Tensor, t0: float, rtol: float,
@@ -131,7 +146,9 @@ def log_likelihood(
 
     ``x`` is continuous data in model space (dequantise first). Returns ``(logp (B,), nfe)``.
     """
-    _check_solver_args(divergence, n_probes)
+    eps, rtol, atol = _check_solver_args(score_fn, sde, eps, rtol, atol, divergence, n_probes)
+    checks.tensor("x", x, min_rank=2, what="(B, ...) of continuous data in model space")
+    checks.generator("generator", generator, x.shape[0], x.device)
     probes = _probes(x, divergence, n_probes, generator)
     return _solve(score_fn, sde, x, probes, eps, rtol, atol, divergence, "log_likelihood")
 
@@ -174,10 +191,9 @@ def dequantized_log_densities(score_fn, sde: SDE, k: torch.Tensor, levels: int, 
     :func:`~scoresde.dequantization.truncated_normal_start`). Datum i's draws, then its probes
     (``n_probes`` per draw, or the exact divergence), come from ``generator[i]``.
     """
-    if proposal not in PROPOSALS:
-        raise ValueError(f"unknown proposal {proposal!r}; choose one of {', '.join(PROPOSALS)}")
-    check_discrete_input(k, levels, proposal, samples, scale, tau)
-    _check_solver_args(divergence, n_probes)
+    checks.choice("proposal", proposal, PROPOSALS, "proposal")
+    check_discrete_input(k, levels, proposal, samples, scale, tau, shift, generator)
+    eps, rtol, atol = _check_solver_args(score_fn, sde, eps, rtol, atol, divergence, n_probes)
     dim = k[0].numel()
     if proposal == "uniform":
         t0, tau = float(eps), None
@@ -233,7 +249,8 @@ def discrete_log_likelihood(score_fn, sde: SDE, k: torch.Tensor, levels: int, sc
     importance bound is a bound only in the limit of many probes (exp of a noisy log-density is
     biased upwards by about half its variance). Bad input is refused before any score evaluation.
     """
-    check_discrete_input(k, levels, dequantization, samples, scale, tau)
+    check_discrete_input(k, levels, dequantization, samples, scale, tau, shift, generator)
+    _check_solver_args(score_fn, sde, eps, rtol, atol, divergence, n_probes)
     proposal = "truncated-normal" if dequantization == "truncated-normal" else "uniform"
     draws = dequantized_log_densities(score_fn, sde, k, levels, scale, shift, proposal, samples, eps, rtol,
                                       atol, divergence, n_probes, generator, tau)
@@ -243,4 +260,9 @@ def discrete_log_likelihood(score_fn, sde: SDE, k: torch.Tensor, levels: int, sc
 def discrete_bits_per_dim(log_prob: torch.Tensor, dim: int) -> torch.Tensor:
     """bits/dim = -log P(k) / (D ln 2) of a bound on the discrete log-probability (no offset: the
     cell volume is inside the bound; for ``uniform`` it equals :func:`bits_per_dim` of E log p_x)."""
+    if not isinstance(log_prob, torch.Tensor):
+        checks.number("log_prob", log_prob)
+    else:
+        checks.tensor("log_prob", log_prob, min_rank=0)
+    dim = checks.whole("dim", dim, 1)
     return -log_prob / (dim * math.log(2.0))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from . import checks
 from .sde import SDE, VESDE
 from .utils import Generator, append_dims, rand, randn
 
@@ -42,8 +43,13 @@ def dsm_loss(
     ``sum`` over the data dimensions; the batch is always averaged. Given ``t`` and ``z`` (a
     rank's slice of a global draw in distributed training), they are used instead of drawing.
     """
-    if reduce not in ("mean", "sum"):
+    if not isinstance(reduce, str) or reduce not in ("mean", "sum"):
         raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+    # cheap checks only (no pass over x): this runs at every training step
+    checks.sde(sde)
+    checks.tensor("x", x, min_rank=2, finite=False)
+    eps = checks.eps(eps, sde)
+    likelihood_weighting = checks.flag("likelihood_weighting", likelihood_weighting)
     B = x.shape[0]
     if t is None:
         t = rand((B,), generator, device=x.device, dtype=x.dtype) * (sde.T - eps) + eps

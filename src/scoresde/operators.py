@@ -24,6 +24,8 @@ import math
 
 import torch
 
+from . import checks
+
 
 class LinearOperator:
     """Base class: subclasses set ``in_shape`` and implement ``forward`` and ``adjoint``."""
@@ -73,8 +75,8 @@ class Dense(LinearOperator):
             shape = tuple(A.shape) if isinstance(A, torch.Tensor) else type(A).__name__
             raise ValueError(f"A must be a 2-D (m, D) tensor or an operator with forward/adjoint, "
                              f"got {shape}")
-        self.A = A
-        self.in_shape = (A.shape[1],) if in_shape is None else tuple(in_shape)
+        self.A = checks.tensor("A", A, rank=2, what="(m, D)")
+        self.in_shape = (A.shape[1],) if in_shape is None else checks.sizes("in_shape", in_shape)
         if math.prod(self.in_shape) != A.shape[1]:
             raise ValueError(f"A has D = {A.shape[1]} columns but in_shape {self.in_shape} has "
                              f"{math.prod(self.in_shape)} entries; they must match")
@@ -94,6 +96,7 @@ class Mask(LinearOperator):
     inpainting's observation (``scoresde.controllable.inpaint``), A A^T = I."""
 
     def __init__(self, mask: torch.Tensor):
+        checks.tensor("mask", mask, floating=False, what="of 0 (missing) and 1 (observed)")
         if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError("mask must hold only 0 (missing) and 1 (observed); got other values")
         self.in_shape = tuple(mask.shape)
@@ -119,8 +122,9 @@ class AvgPool(LinearOperator):
     (C, H, W) image, flattened; A A^T = I / factor^2."""
 
     def __init__(self, in_shape, factor: int = 2):
-        C, H, W = in_shape
-        if int(factor) != factor or factor < 1 or H % factor or W % factor:
+        C, H, W = checks.sizes("in_shape", in_shape, rank=3)
+        factor = checks.whole("factor", factor, 1)
+        if H % factor or W % factor:
             raise ValueError(f"factor must be a positive integer dividing H = {H} and W = {W}, "
                              f"got {factor}")
         self.in_shape, self.factor = (C, H, W), int(factor)
@@ -155,10 +159,10 @@ class Blur(LinearOperator):
     image size); m = D, full rank for the usual sigma."""
 
     def __init__(self, in_shape, sigma: float = 1.0, radius: int | None = None):
-        C, H, W = in_shape
-        if not sigma > 0:
-            raise ValueError(f"blur sigma must be > 0, got {sigma}")
-        radius = min(math.ceil(2 * sigma), H - 1, W - 1) if radius is None else int(radius)
+        C, H, W = checks.sizes("in_shape", in_shape, rank=3)
+        sigma = checks.number("sigma", sigma, 0.0, open_lo=True)
+        radius = min(math.ceil(2 * sigma), H - 1, W - 1) if radius is None else \
+            checks.whole("radius", radius, 0)
         if not 0 <= radius < min(H, W):
             raise ValueError(f"blur radius must lie in [0, {min(H, W) - 1}] for reflect padding of "
                              f"a {H}x{W} image, got {radius}")
@@ -178,9 +182,10 @@ class Blur(LinearOperator):
 def random_projection(in_shape, m: int, generator: torch.Generator | None = None,
                       dtype=torch.float64) -> Dense:
     """m random orthonormal directions (rows of A, A A^T = I): a Gaussian matrix's QR factor."""
-    D = math.prod(in_shape)
-    if int(m) != m or not 1 <= m <= D:
-        raise ValueError(f"a random projection needs 1 <= m <= D = {D} rows, got m = {m}")
+    D = math.prod(checks.sizes("in_shape", in_shape))
+    m = checks.whole("m (the number of rows, 1 <= m <= D)", m, 1, D)
+    checks.generator("generator", generator, on="cpu")
+    checks.dtype("dtype", dtype)
     G = torch.randn(D, int(m), generator=generator, dtype=torch.float64)
     Q, _ = torch.linalg.qr(G)
     return Dense(Q.T.to(dtype).contiguous(), in_shape)
@@ -190,7 +195,7 @@ class _Wrapped(LinearOperator):
     """A user object with ``in_shape``, ``forward`` and perhaps ``adjoint`` / ``svd`` / ``gram_solve``."""
 
     def __init__(self, obj):
-        self.obj, self.in_shape = obj, tuple(obj.in_shape)
+        self.obj, self.in_shape = obj, checks.sizes("A.in_shape", obj.in_shape)
         for name in ("svd", "gram_solve"):
             if callable(getattr(obj, name, None)):
                 setattr(self, name, getattr(obj, name))

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 
+from . import checks
 from .utils import append_dims, batch_sum, randn
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -27,9 +28,7 @@ class SDE:
     sampling_eps = 1e-3
 
     def __init__(self, N: int = 1000):
-        if N < 1:
-            raise ValueError(f"N (number of discretisation steps) must be >= 1, got {N}")
-        self.N = N
+        self.N = checks.whole("N (the number of discretisation steps)", N, 1)
 
     # --- continuous-time quantities -------------------------------------------------------------
     def sde(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,9 +136,12 @@ class VESDE(SDE):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000):
         super().__init__(N)
-        if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"VE SDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        sigma_min = checks.number("sigma_min", sigma_min, 0.0, open_lo=True)
+        sigma_max = checks.number("sigma_max", sigma_max, 0.0, open_lo=True)
+        if not sigma_min < sigma_max:
+            raise ValueError(f"VE SDE needs 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, "
+                             f"sigma_max={sigma_max}")
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
         self.log_ratio = math.log(self.sigma_max / self.sigma_min)
 
     def sigma(self, t):
@@ -170,9 +172,12 @@ class VPSDE(SDE):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
         super().__init__(N)
-        if not 0 < beta_min < beta_max:
-            raise ValueError(f"{self.name} SDE needs 0 < beta_min < beta_max, got {beta_min}, {beta_max}")
-        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+        beta_min = checks.number("beta_min", beta_min, 0.0, open_lo=True)
+        beta_max = checks.number("beta_max", beta_max, 0.0, open_lo=True)
+        if not beta_min < beta_max:
+            raise ValueError(f"{self.name} SDE needs 0 < beta_min < beta_max, got beta_min={beta_min}, "
+                             f"beta_max={beta_max}")
+        self.beta_min, self.beta_max = beta_min, beta_max
 
     def beta(self, t):
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -218,6 +223,8 @@ SDES = {"ve": VESDE, "vp": VPSDE, "subvp": SubVPSDE}
 
 def make_sde(name: str, **params) -> SDE:
     """Build an SDE by its short name (``ve``, ``vp``, ``subvp``) with its own parameters."""
-    if name not in SDES:
-        raise ValueError(f"unknown SDE {name!r}; choose one of {', '.join(SDES)}")
-    return SDES[name](**params)
+    import inspect
+
+    cls = SDES[checks.choice("name", name, SDES, "SDE")]
+    checks.options(name, params, tuple(inspect.signature(cls).parameters), kind="SDE")
+    return cls(**params)

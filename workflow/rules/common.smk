@@ -10,6 +10,13 @@ from scoresde.report import expected_figures
 from scoresde.stages import cases, config as settings
 
 try:  # one line naming the key, before any job starts
+    # a key given twice in a config file: refused, not the last one kept
+    for path in workflow.configfiles:
+        settings.load_file(path)
+    # --config reads nested values as text (train={"snapshot_every":10} gives '10'): typed by
+    # the schema, as a parameter file would give them
+    overrides = getattr(workflow.config_settings, "config", None) or {}
+    config.update(settings.coerce(config, overrides))
     settings.validate(config)
 except settings.ConfigError as err:
     raise WorkflowError(str(err)) from None

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from scoresde.stages.exits import EXIT_INPUT_ERROR, EXIT_PREEMPTED, exit_code
 
+from .common import check_paths
 from .controllable import add_controllable_parsers
 from .pipeline import add_stage_parsers
 
@@ -39,7 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one stage; returns the exit code (0 ok, 2 bad input, 130 interrupted, 143 stopped
     by SIGTERM after saving a resumable state)."""
     args = build_parser().parse_args(argv)
-    return exit_code(lambda: args.func(args))
+
+    def run() -> None:
+        check_paths(args)  # outputs that would overwrite an input, or cannot be written
+        args.func(args)
+
+    return exit_code(run)
 
 
 if __name__ == "__main__":

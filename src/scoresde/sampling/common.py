@@ -14,31 +14,25 @@ import math
 
 import torch
 
+from .. import checks
 from ..sde import SDE
 from ..utils import append_dims, generator_device
 
 
 def lookup(table: dict, name: str, kind: str):
-    if name not in table:
-        raise ValueError(f"unknown {kind} {name!r}; choose one of {', '.join(table)}")
-    return table[name]
+    return table[checks.choice(kind, name, table, kind)]
 
 
 def check_args(sde: SDE, steps: int, eps: float):
+    checks.sde(sde)
     check_int("steps", steps, 1)
-    if not 0 < float(eps) < sde.T:
-        raise ValueError(f"eps must lie in (0, T={sde.T}), got {eps}")
+    checks.eps(eps, sde)
 
 
 def check_int(name: str, value, minimum: int) -> int:
     """``value`` as an int, or a ValueError naming the option when it is not a whole number
     >= ``minimum`` (2.7, True, NaN and strings are refused, never truncated)."""
-    whole = isinstance(value, int) and not isinstance(value, bool)
-    if not whole and isinstance(value, float) and math.isfinite(value) and value == int(value):
-        whole = True
-    if not whole or int(value) < minimum:
-        raise ValueError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    return int(value)
+    return checks.whole(name, value, minimum)
 
 
 def check_finite_input(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -46,6 +40,23 @@ def check_finite_input(name: str, x: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(torch.as_tensor(x)).all():
         raise ValueError(f"{name} holds NaN or Inf values; pass finite numbers")
     return x
+
+
+def check_sampling(score_fn, sde: SDE, shape, generator, device, dtype, x_T=None) -> tuple:
+    """The arguments every sampler shares: ``(shape, device, dtype)`` checked (see ``checks``)."""
+    checks.function("score_fn", score_fn)
+    checks.sde(sde)
+    shape = checks.shape("shape", shape)
+    device = checks.device("device", device)
+    dtype = checks.dtype("dtype", dtype)
+    if x_T is not None:
+        checks.tensor("x_T", x_T, min_rank=2)
+        if tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but the samples have shape {shape}; "
+                             "pass a prior draw of the sample shape")
+    on = device if device is not None else (x_T.device if x_T is not None else None)
+    checks.generator("generator", generator, shape[0], on)
+    return shape, device, dtype
 
 
 def check_finite(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -139,15 +150,10 @@ def finish(score_fn, sde: SDE, x, x_mean, t_end: float, denoise: bool, what: str
 
 def check_options(method: str, options: dict, allowed) -> None:
     """ValueError naming an option the method does not take."""
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        choices = ", ".join(allowed) or "none"
-        raise ValueError(f"method {method!r} takes no option {unknown[0]!r}; its options: {choices}")
+    checks.options(method, options, allowed)
 
 
-def check_range(name: str, value: float, lo: float, hi: float = math.inf) -> float:
-    """``value`` as a float, or a ValueError naming the option when outside [lo, hi]."""
-    if not lo <= float(value) <= hi:
-        span = f">= {lo}" if hi == math.inf else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be {span}, got {value}")
-    return float(value)
+def check_range(name: str, value: float, lo: float, hi: float = math.inf, finite: bool = True) -> float:
+    """``value`` as a float, or a ValueError naming the option when outside [lo, hi] or not a
+    finite number (``finite=False``: an infinite bound such as S_tmax = inf is allowed)."""
+    return checks.number(name, value, lo, hi, finite=finite)

@@ -29,9 +29,19 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import checks
 from ..sde import SDE
 from ..utils import Generator
-from .common import check_args, check_int, check_options, end_time, finish, lookup, run_steps
+from .common import (
+    check_args,
+    check_int,
+    check_options,
+    check_sampling,
+    end_time,
+    finish,
+    lookup,
+    run_steps,
+)
 from .ode import (
     sample_dpm_solver_2,
     sample_dpm_solver_3,
@@ -42,7 +52,7 @@ from .ode import (
     sample_heun_sigma,
     sample_rk45,
 )
-from .schedules import make_grid
+from .schedules import check_schedule, make_grid
 from .stochastic import sample_dpmpp_2m_sde, sample_dpmpp_3m_sde, sample_edm
 
 
@@ -105,12 +115,17 @@ def trajectory(score_fn, sde: SDE, shape, method: str, steps: int | None = None,
     Returns ``(x, x_mean, t_end, nfe)``: the last iterate, the last step's mean, the grid's last
     time and the counted NFE. Every argument is checked before the first score evaluation.
     """
+    shape, device, dtype = check_sampling(score_fn, sde, shape, generator, device, dtype, x_T)
     table = METHODS if kind is None else {k: m for k, m in METHODS.items() if m.kind == kind}
     spec = lookup(table, method, f"{(kind or 'sampling').upper() if kind else 'sampling'} method")
     check_options(method, options, spec.options)
     eps = sde.sampling_eps if eps is None else eps
     steps = sde.N if steps is None else check_int("steps", steps, 1)
     check_args(sde, steps, eps)
+    if schedule is not None:
+        check_schedule(schedule)
+    if sigma_min is not None:
+        sigma_min = checks.number("sigma_min", sigma_min, 0.0, open_lo=True)
     t_end = grid_end(sde, method, eps, sigma_min, schedule)
 
     def times(device, dtype):
@@ -133,6 +148,9 @@ def ode_sample(score_fn, sde: SDE, shape, method: str = "rk45", steps: int | Non
     grid; None picks the method's default). With ``denoise`` a final Tweedie step maps x(t_end) to
     E[x(0) | x(t_end)] (one more NFE). ``x_T`` is a given prior draw. Returns ``(samples, nfe)``.
     """
+    denoise = checks.flag("denoise", denoise)
+    rtol = checks.number("rtol", rtol, 0.0, open_lo=True)
+    atol = checks.number("atol", atol, 0.0, open_lo=True)
     options = {"rtol": rtol, "atol": atol} if method == "rk45" else {}
     x, x_mean, t_end, nfe = trajectory(score_fn, sde, shape, method, steps, schedule, eps, sigma_min,
                                        generator, device, dtype, x_T, kind="ode", **options)
@@ -152,6 +170,7 @@ def sde_sample(score_fn, sde: SDE, shape, method: str, steps: int, schedule=None
     E[x(0) | x(t_end)] by Tweedie's formula (one more NFE); without, the last iterate is returned.
     ``generator`` may be one per sample. Returns ``(samples, nfe)``.
     """
+    denoise = checks.flag("denoise", denoise)
     x, x_mean, t_end, nfe = trajectory(score_fn, sde, shape, method, steps, schedule, eps, sigma_min,
                                        generator, device, dtype, x_T, kind="sde", **options)
     x, extra = finish(score_fn, sde, x, x_mean, t_end, denoise, "sde_sample")

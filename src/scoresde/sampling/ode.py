@@ -14,6 +14,7 @@ import math
 
 import torch
 
+from .. import checks
 from ..sde import SDE
 from .schedules import log_snr, log_snr_inverse
 
@@ -39,11 +40,13 @@ def _euler_heun_t(score_fn, sde: SDE, x, times, heun: bool):
 
 def sample_euler(score_fn, sde: SDE, x, times, generator=None):
     """Euler steps in t on the probability-flow ODE (eq. 13); 1 NFE per step."""
+    checks.start(sde, x, times, generator)
     return _euler_heun_t(score_fn, sde, x, times, heun=False)
 
 
 def sample_heun(score_fn, sde: SDE, x, times, generator=None):
     """Heun (trapezoidal) steps in t on the probability-flow ODE (eq. 13); 2 NFE per step."""
+    checks.start(sde, x, times, generator)
     return _euler_heun_t(score_fn, sde, x, times, heun=True)
 
 
@@ -76,11 +79,13 @@ def _sigma_steps(score_fn, sde: SDE, x, times, heun: bool):
 
 def sample_euler_sigma(score_fn, sde: SDE, x, times, generator=None):
     """Euler steps in the noise level sigma = s / a (EDM's parametrisation); 1 NFE per step."""
+    checks.start(sde, x, times, generator)
     return _sigma_steps(score_fn, sde, x, times, heun=False)
 
 
 def sample_heun_sigma(score_fn, sde: SDE, x, times, generator=None):
     """Heun steps in sigma (Karras et al. 2022, Algorithm 1 on the given grid); 2 NFE per step."""
+    checks.start(sde, x, times, generator)
     return _sigma_steps(score_fn, sde, x, times, heun=True)
 
 
@@ -134,11 +139,13 @@ def _dpm_solver(score_fn, sde: SDE, x, times, order: int):
 
 def sample_dpm_solver_2(score_fn, sde: SDE, x, times, generator=None):
     """DPM-Solver-2 (Lu et al. 2022, Algorithm 4, r_1 = 1/2); 2 NFE per step."""
+    checks.start(sde, x, times, generator)
     return _dpm_solver(score_fn, sde, x, times, 2)
 
 
 def sample_dpm_solver_3(score_fn, sde: SDE, x, times, generator=None):
     """DPM-Solver-3 (Lu et al. 2022, Algorithm 5, r_1 = 1/3, r_2 = 2/3); 3 NFE per step."""
+    checks.start(sde, x, times, generator)
     return _dpm_solver(score_fn, sde, x, times, 3)
 
 
@@ -149,6 +156,7 @@ def sample_dpmpp_2m(score_fn, sde: SDE, x, times, generator=None):
     x_t = (s_t / s_s) x_s - a_t (e^{-h} - 1) D, D = (1 + 1/(2r)) x0_s - 1/(2r) x0_prev with
     r = h_prev / h; the first step is first order (D = x0_s). One NFE per step.
     """
+    checks.start(sde, x, times, generator)
     B = x.shape[0]
     a, s, lam = grid_coefficients(sde, times)
     prev = h_prev = None
@@ -168,10 +176,10 @@ def sample_dpmpp_2m(score_fn, sde: SDE, x, times, generator=None):
 def sample_rk45(score_fn, sde: SDE, x, times, generator=None, rtol: float = 1e-5, atol: float = 1e-5):
     """Adaptive Dormand-Prince RK45 (torchdiffeq ``dopri5``) from ``times[0]`` to ``times[-1]`` on the
     tensor's own device (no host round trips); the step sizes are shared by the batch."""
+    checks.start(sde, x, times, generator)
     drift, B = _pf_drift(score_fn, sde), x.shape[0]
-    for name, tol in (("rtol", rtol), ("atol", atol)):
-        if not tol > 0:
-            raise ValueError(f"{name} must be > 0, got {tol}")
+    rtol = checks.number("rtol", rtol, 0.0, open_lo=True)
+    atol = checks.number("atol", atol, 0.0, open_lo=True)
     x = dopri5(lambda t, y: drift(y, t.expand(B)), x, times[0].item(), times[-1].item(), rtol, atol,
                "ode_sample")[-1]
     return x, x

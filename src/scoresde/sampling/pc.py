@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from .. import checks
 from ..sde import SDE
 from ..utils import Generator
-from .common import check_args, check_int, check_range, finish, lookup, run_steps
+from .common import check_args, check_int, check_range, check_sampling, finish, lookup, run_steps
 from .predictors import CORRECTORS, PREDICTORS
-from .schedules import make_grid
+from .schedules import check_schedule, make_grid
 
 
 def sample_pc(score_fn, sde: SDE, x, times, generator=None, predictor: str = "reverse_diffusion",
@@ -23,10 +24,12 @@ def sample_pc(score_fn, sde: SDE, x, times, generator=None, predictor: str = "re
     it too ends at eps (a corrector at t takes its step size from the interval that starts at t; at
     eps that is the interval of the same length below it); its x_mean is x, as the official code's.
     """
+    checks.start(sde, x, times, generator)
     predict = lookup(PREDICTORS, predictor, "predictor")
     correct = lookup(CORRECTORS, corrector, "corrector")
-    check_range("snr", snr, 0.0)
-    check_int("corrector_steps", corrector_steps, 0)
+    snr = check_range("snr", snr, 0.0)
+    corrector_steps = check_int("corrector_steps", corrector_steps, 0)
+    progress = checks.flag("progress", progress)
     B, x_mean = x.shape[0], x
     corrector_only = predictor == "none"
     for i in tqdm(range(len(times) - 1), disable=not progress, desc=f"{predictor}+{corrector}", leave=False):
@@ -43,13 +46,16 @@ def pc_trajectory(score_fn, sde: SDE, shape, steps: int | None = None, predictor
                   eps: float | None = None, generator: Generator = None, device=None, dtype=None,
                   progress: bool = False, schedule="time_uniform", x_T: torch.Tensor | None = None):
     """Algorithm 1 from x_T or a prior draw: ``(x, x_mean, t_end, nfe)`` at the grid's last time."""
+    shape, device, dtype = check_sampling(score_fn, sde, shape, generator, device, dtype, x_T)
     steps = sde.N if steps is None else check_int("steps", steps, 1)
     eps = sde.sampling_eps if eps is None else eps
     check_args(sde, steps, eps)
     lookup(PREDICTORS, predictor, "predictor")
     lookup(CORRECTORS, corrector, "corrector")
-    check_range("snr", snr, 0.0)
-    check_int("corrector_steps", corrector_steps, 0)
+    snr = check_range("snr", snr, 0.0)
+    corrector_steps = check_int("corrector_steps", corrector_steps, 0)
+    progress = checks.flag("progress", progress)
+    check_schedule(schedule)
     return run_steps(sample_pc, score_fn, sde, shape,
                      lambda device, dtype: make_grid(sde, schedule, steps, eps, device, dtype),
                      generator, device, dtype, x_T, predictor=predictor, corrector=corrector, snr=snr,
@@ -81,6 +87,7 @@ def pc_sample(
     defaults to the SDE's N; ``schedule`` is a name of ``SCHEDULES``, a schedule function or an
     explicit grid; ``x_T`` a given prior draw. Returns ``(samples, nfe)``.
     """
+    denoise = checks.flag("denoise", denoise)
     x, x_mean, t_end, nfe = pc_trajectory(score_fn, sde, shape, steps, predictor, corrector, snr,
                                           corrector_steps, eps, generator, device, dtype, progress,
                                           schedule, x_T)

@@ -22,6 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .. import checks
 from ..sde import SDE, VESDE, VPSDE, SubVPSDE
 
 
@@ -106,14 +107,22 @@ SCHEDULES = {"time_uniform": time_uniform, "logsnr_uniform": logsnr_uniform, "ka
 
 def get_schedule(name: str):
     """A schedule function by name (``time_uniform``, ``logsnr_uniform``, ``karras``)."""
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
-    return SCHEDULES[name]
+    return SCHEDULES[checks.choice("schedule", name, SCHEDULES, "schedule")]
+
+
+def check_schedule(schedule) -> None:
+    """A schedule argument: a name of ``SCHEDULES``, a schedule function, or an explicit grid
+    (a 1-D strictly decreasing tensor of finite times > 0)."""
+    if isinstance(schedule, torch.Tensor):
+        checks.times("schedule", schedule)
+    elif isinstance(schedule, str) or not callable(schedule):
+        get_schedule(schedule)
 
 
 def make_grid(sde: SDE, schedule, steps: int, eps: float, device=None, dtype=None) -> torch.Tensor:
     """The grid of ``schedule`` (a name, a schedule function, or an explicit 1-D tensor of times)."""
     if isinstance(schedule, torch.Tensor):
+        checks.tensor("schedule", schedule, rank=1)
         grid = schedule.to(device=device, dtype=dtype)
         if grid.ndim != 1 or len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()):
             raise ValueError("an explicit schedule must be a 1-D strictly decreasing tensor of >= 2 times")

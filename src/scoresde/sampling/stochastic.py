@@ -20,6 +20,7 @@ import math
 
 import torch
 
+from .. import checks
 from ..sde import SDE
 from ..utils import randn
 from .common import check_range, noise_level
@@ -44,10 +45,11 @@ def sample_edm(score_fn, sde: SDE, x, times, generator=None, S_churn: float = 10
     sigma_hat to sigma_{i+1} (lines 7-10), its correction at every step since the grid ends at
     sigma_N > 0. The churn comes before each step: the last iterate is its own mean.
     """
+    checks.start(sde, x, times, generator)
     S_churn = check_range("S_churn", S_churn, 0.0)
     S_noise = check_range("S_noise", S_noise, 0.0)
-    check_range("S_tmin", S_tmin, 0.0)
-    check_range("S_tmax", S_tmax, S_tmin)
+    S_tmin = check_range("S_tmin", S_tmin, 0.0, finite=False)
+    S_tmax = check_range("S_tmax", S_tmax, S_tmin, finite=False)
     B, N = x.shape[0], len(times) - 1
     a, s, _ = grid_coefficients(sde, times)
     sigma = [si / ai for si, ai in zip(s, a, strict=True)]
@@ -119,6 +121,7 @@ def sample_dpmpp_2m_sde(score_fn, sde: SDE, x, times, generator=None, eta: float
                         s_noise: float = 1.0):
     """SDE-DPM-Solver++(2M) (Lu et al. 2022b; k-diffusion ``sample_dpmpp_2m_sde``, midpoint); eta in
     [0, 1] scales the injected noise (1: the reverse SDE, 0: the probability-flow ODE)."""
+    checks.start(sde, x, times, generator)
     return _dpmpp_sde(score_fn, sde, x, times, generator, eta, s_noise, order=2)
 
 
@@ -126,4 +129,5 @@ def sample_dpmpp_3m_sde(score_fn, sde: SDE, x, times, generator=None, eta: float
                         s_noise: float = 1.0):
     """DPM-Solver++(3M) SDE (k-diffusion ``sample_dpmpp_3m_sde``): the 2M SDE step with a second
     difference of the data predictions; first and second order on the first two steps."""
+    checks.start(sde, x, times, generator)
     return _dpmpp_sde(score_fn, sde, x, times, generator, eta, s_noise, order=3)

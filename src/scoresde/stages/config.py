@@ -87,7 +87,11 @@ def explain(error) -> str:
             message += (f" (YAML reads numbers like {text} as text; write {yaml_float(text)}: "
                         "a point in the mantissa and a signed exponent)")
         elif re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)", error.instance.strip()):
-            message += " (a number given as text; drop the quotes)"
+            wanted = error.validator_value
+            wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+            whole = re.fullmatch(r"[+-]?\d+", error.instance.strip())
+            if "number" in wanted or ("integer" in wanted and whole):  # else the quotes are not all
+                message += " (a number given as text; drop the quotes)"
     return f"{where}: {message}"
 
 
@@ -142,6 +146,13 @@ def _check_samplers(cfg: dict) -> None:
 def _semantic_checks(cfg: dict) -> None:
     """Cross-key rules the schema cannot express."""
     sde = cfg["sde"]
+    ctrl = cfg["controllable"]
+    missing = [s for s in ctrl["sdes"] or () if s not in sde["names"]]
+    if ctrl["enabled"] and missing:
+        raise ConfigError(f"controllable.sdes {ctrl['sdes']} names {', '.join(missing)}, not among "
+                          f"sde.names {sde['names']}, so it would be skipped; add it to sde.names, "
+                          "set controllable.sdes to null (all of sde.names) or "
+                          "controllable.enabled to false")
     if sde["ve"]["sigma_min"] >= sde["ve"]["sigma_max"]:
         raise ConfigError("sde.ve.sigma_min must be smaller than sde.ve.sigma_max")
     for name in ("vp", "subvp"):
@@ -182,19 +193,98 @@ def validate(params: dict | None, source: str = "params") -> dict:
     return cfg
 
 
+def coerce(cfg: dict, given: dict | None = None) -> dict:
+    """A copy of `cfg` with text turned into the number, bool or null the schema asks for, at the
+    keys present in `given` (None: everywhere). Snakemake's ``--config 'train={"snapshot_every":
+    10}'`` reads nested values as text ('10'); this types them as a YAML file would. Text that
+    does not parse, or where the schema accepts text, is left for validation to name."""
+    schema = load_schema()
+
+    def typed(text: str, types: list):
+        word = text.strip()
+        lower = word.lower()
+        if "boolean" in types and lower in ("true", "false"):
+            return lower == "true"
+        if "null" in types and lower in ("null", "~", "none", ""):
+            return None
+        if "integer" in types and re.fullmatch(r"[+-]?\d+", word):
+            return int(word)
+        if "number" in types:
+            try:
+                number = float(word)
+            except ValueError:
+                return text
+            return int(word) if re.fullmatch(r"[+-]?\d+", word) else number
+        return text
+
+    def walk(node, sub, scope):
+        """``scope``: True = type the text here and below; a dict = only under its keys."""
+        types = sub.get("type", [])
+        types = [types] if isinstance(types, str) else list(types)
+        if isinstance(node, str):
+            fits = scope is True and types and "string" not in types and "enum" not in sub
+            return typed(node, types) if fits else node
+        if isinstance(node, dict):
+            props, inner = sub.get("properties", {}), scope if isinstance(scope, dict) else {}
+            return {k: walk(v, props.get(k, {}), True if scope is True else
+                            inner[k] if isinstance(inner.get(k), dict) else k in inner)
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, sub.get("items", {}), scope is True) for v in node]
+        return node
+
+    return walk(copy.deepcopy(cfg), schema, True if given is None else given)
+
+
 def defaults() -> dict:
     """Every parameter at its schema default (equal to the shipped params.yaml)."""
     return validate({})
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping of a YAML file gives one key twice."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader refusing a key given twice in one mapping (which it would otherwise
+    resolve silently in favour of the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKey(f"the key {key!r} is given twice (lines {seen[key] + 1} and "
+                                   f"{key_node.start_mark.line + 1}); keep one of them")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _unique_pairs(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    twice = [k for k in keys if keys.count(k) > 1]
+    if twice:
+        raise DuplicateKey(f"the key {twice[0]!r} is given twice; keep one of them")
+    return dict(pairs)
+
+
 def load_file(path: str | os.PathLike) -> dict:
-    """Parse a YAML (or JSON) parameter file; ConfigError when missing or malformed."""
+    """Parse a YAML (or JSON) parameter file; ConfigError when missing, not text, malformed or
+    with a key given twice."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)  # noqa: S506
     except FileNotFoundError:
         raise ConfigError(f"parameter file {path} does not exist; pass an existing "
                           "--params file (e.g. params.yaml)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"parameter file {path} is a directory; pass a YAML file") from None
+    except DuplicateKey as err:
+        raise ConfigError(f"parameter file {path}: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"parameter file {path} is not a text (YAML) file: byte "
+                          f"{err.object[err.start]:#04x} at offset {err.start} is not UTF-8; "
+                          "pass a YAML parameter file such as params.yaml") from None
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"parameter file {path} cannot be read as YAML: "
                           f"{' '.join(str(err).split())}") from None
@@ -247,7 +337,9 @@ def resolve(params_file: str | None = None, params_json: str | None = None,
         source = f"params ({params_file})"
     if params_json:
         try:
-            inline = json.loads(params_json)
+            inline = json.loads(params_json, object_pairs_hook=_unique_pairs)
+        except DuplicateKey as err:
+            raise ConfigError(f"--params-json: {err}") from None
         except ValueError as err:
             raise ConfigError(f"--params-json is not valid JSON: {err}") from None
         if not isinstance(inline, dict):

@@ -125,12 +125,35 @@ class Scorer:
         return out
 
 
+def load_case(samples_path: str, meta_path: str):
+    """(uint8 images, sidecar record) of one case: at least one image, and the sidecar of the
+    same case as the sample file (its ``case`` fields, when it has them). StageError otherwise."""
+    from scoresde.stages.sample import CASE_KEYS
+
+    blob = load_tensors(samples_path, ("images",), "sample file", SAMPLE_FIX)
+    images = blob["images"]
+    if not hasattr(images, "ndim") or images.ndim != 4 or len(images) == 0:
+        shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
+        raise StageError(f"sample file {samples_path} holds no images (shape {shape}); FID needs "
+                         f"(N, C, H, W) images with N >= 1; {SAMPLE_FIX}")
+    record = read_json(meta_path, "sample sidecar", SAMPLE_FIX)
+    if not isinstance(record, dict):
+        raise StageError(f"sample sidecar {meta_path} is not a JSON object; {SAMPLE_FIX}")
+    record.pop("config", None)
+    case = blob.get("case")
+    if isinstance(case, dict):
+        differ = [k for k in CASE_KEYS if k in case and record.get(k) != case[k]]
+        if differ:
+            what = ", ".join(f"{k} {case[k]!r} vs {record.get(k)!r}" for k in differ)
+            raise StageError(f"sample sidecar {meta_path} describes another case than the sample "
+                             f"file {samples_path} ({what}); pass the sidecar written with it")
+    return images, record
+
+
 def score_case(params: dict, scorer: Scorer, samples_path: str, meta_path: str, out: str) -> dict:
     """FID/KID of one case's samples against the reference set; writes the case's metrics."""
     fid = params["eval"]["fid"]
-    images = load_tensors(samples_path, ("images",), "sample file", SAMPLE_FIX)["images"]
-    record = read_json(meta_path, "sample sidecar", SAMPLE_FIX)
-    record.pop("config", None)
+    images, record = load_case(samples_path, meta_path)
     if images.shape[1:] != scorer.reference.shape[1:]:
         raise StageError(f"samples {samples_path} are {tuple(images.shape[1:])} but the "
                          f"reference set is {tuple(scorer.reference.shape[1:])}; they come from "

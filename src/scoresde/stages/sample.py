@@ -1,13 +1,14 @@
 """sample, sample-cases: draw cases of the sweep from the selected checkpoint's EMA weights.
 
 A case is ``{sampler}_{steps}_{denoise}`` (:mod:`scoresde.stages.cases`). Each case writes
-``{case}.pt`` = ``{"images": uint8 (N, C, H, W) 0..255}`` (samples mapped back from model space
-onto the dataset's level grid) and the sidecar ``{case}.json`` with the case's fields (dataset,
-sde, sampler, predictor, corrector, steps, denoise, nfe, seconds, n_samples) and the resolved
-parameters. The cases of one trajectory (sampler, steps) -- Tweedie on and off -- come from one
-run, and ``seconds`` is that run's wall time. ``sample-cases`` draws any number of trajectories
-in one process: the checkpoint is read once, and every case's files are exactly those of a
-``sample`` job of its own (the samples do not depend on what else the process drew).
+``{case}.pt`` = ``{"images": uint8 (N, C, H, W) 0..255, "case": {dataset, sde, sampler, steps,
+denoise, seed_index}}`` (samples mapped back from model space onto the dataset's level grid) and
+the sidecar ``{case}.json`` with the case's fields (dataset, sde, sampler, predictor, corrector,
+steps, denoise, nfe, seconds, n_samples) and the resolved parameters. The cases of one
+trajectory (sampler, steps) -- Tweedie on and off -- come from one run, and ``seconds`` is that
+run's wall time. ``sample-cases`` draws any number of trajectories in one process: the checkpoint
+is read once, every case's files are exactly those of a ``sample`` job of its own (the samples do
+not depend on what else the process drew), and they are written only once every case is drawn.
 
 Sample i uses a generator seeded from ``sample.seed`` and i, so every case starts from the same
 prior draws x_T. Seed k of ``report.seeds`` (``seed_index``) draws samples k*n .. k*n + n - 1
@@ -33,6 +34,10 @@ from scoresde.stages.common import (
     setup_torch,
     write_json,
 )
+
+# the fields that identify a case, stored in its sample file as well as its sidecar: the fid stage
+# refuses a sample file paired with another case's sidecar
+CASE_KEYS = ("dataset", "sde", "sampler", "steps", "denoise", "seed_index")
 
 
 def parse_case(case: str) -> tuple[str, int | None, str]:
@@ -76,20 +81,28 @@ def run_cases(params: dict, checkpoint: str, cases: Sequence[str], out: Sequence
     device = pick_device(device_name)
     model, sde, meta = load_score_model(checkpoint, device, expect_sde)
     records: list = [None] * len(cases)
+    files: list = [None] * len(cases)
     for sampler, steps, idx in groups:
         names = [parse_case(cases[i])[2] for i in idx]
         drawn = draw_trajectory(params, model, sde, meta, sampler, steps, names,
-                                [out[i] for i in idx], [meta_out[i] for i in idx],
-                                str(checkpoint), device, seed_index)
-        for i, record in zip(idx, drawn, strict=True):
-            records[i] = record
+                                [out[i] for i in idx], device, seed_index)
+        for i, (record, images) in zip(idx, drawn, strict=True):
+            records[i], files[i] = record, images
+    # every case drawn: only now write them (each file atomically, the sidecars last), so a failure
+    # or kill part-way leaves no complete-looking subset of the cases behind
+    for path, images, record in zip(out, files, records, strict=True):
+        save_tensors(path, {"images": images, "case": {k: record[k] for k in CASE_KEYS}})
+    for path, meta_path, record in zip(out, meta_out, records, strict=True):
+        write_json(meta_path, {**record, "config": provenance(
+            "sample", params, checkpoint=str(checkpoint), output=str(path))})
+        log(f"wrote {path} and {meta_path}")
     return records
 
 
 def draw_trajectory(params: dict, model, sde, meta: dict, sampler: str, steps: int | None,
-                    denoise: Sequence[str], out: Sequence[str], meta_out: Sequence[str],
-                    checkpoint: str, device, seed_index: int) -> list:
-    """One (sampler, steps) trajectory, each denoise setting written to its own files."""
+                    denoise: Sequence[str], out: Sequence[str], device, seed_index: int) -> list:
+    """One (sampler, steps) trajectory: ``[(record, uint8 images)]``, one per denoise setting
+    (written by :func:`run_cases` once every case is drawn)."""
     sample = params["sample"]
     flags = [parse_denoise(d) for d in denoise]
     snr = sample["snr"][sde.name]
@@ -100,7 +113,7 @@ def draw_trajectory(params: dict, model, sde, meta: dict, sampler: str, steps: i
         corrector_steps=sample["corrector_steps"], eps=sample["eps"], rtol=sample["rtol"],
         atol=sample["atol"], sigma_min=sample["sigma_min"][sde.name], options=options)
     records = []
-    for name, flag, path, meta_path in zip(denoise, flags, out, meta_out, strict=True):
+    for name, flag, path in zip(denoise, flags, out, strict=True):
         record = {"dataset": meta["dataset"], "sde": sde.name,
                   **describe(sampler, steps, flag),
                   "nfe": nfe[flag], "seconds": round(seconds, 3),
@@ -108,12 +121,9 @@ def draw_trajectory(params: dict, model, sde, meta: dict, sampler: str, steps: i
                   "options": options, "sigma_min": sample["sigma_min"][sde.name],
                   "trajectory_shared_by": list(denoise),
                   "checkpoint_step": meta.get("step"), "device": str(device)}
-        save_tensors(path, {"images": images[flag]})
-        write_json(meta_path, {**record, "config": provenance(
-            "sample", params, checkpoint=checkpoint, output=str(path))})
         log(f"{sde.name} {case_name(sampler, steps, name)}: {len(images[flag])} samples, "
-            f"nfe {nfe[flag]}, {seconds:.1f}s -> {path}")
-        records.append(record)
+            f"nfe {nfe[flag]}, {seconds:.1f}s (for {path})")
+        records.append((record, images[flag]))
     return records
 
 

@@ -151,7 +151,8 @@ def fit(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
     if ranks.main:
         for path in written:  # restore what Snakemake deleted when the job failed
             link_or_copy(resume_dir / path.name, path)
-        write_csv(log_csv, LOG_COLUMNS, rows)
+        if rows:  # a resumed run's log so far; a fresh run writes its log with its first snapshot
+            write_csv(log_csv, LOG_COLUMNS, rows)
     net = wrap_ddp(model, device, ranks)
 
     start = time.perf_counter() - float(history["elapsed"])
