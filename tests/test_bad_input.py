@@ -508,7 +508,8 @@ OUTPUT_CASES = {
                    d / "in.pt"], ["in.pt", "is also an input", "--data"]),
     "fid --out is --samples": (
         lambda d: ["fid", "--samples", d / "in.pt", "--meta", d / "m.json", "--reference",
-                   d / "r.pt", "--extractor", d / "e.pt", "--out", d / "in.pt"],
+                   d / "r.pt", "--extractor", d / "e.pt", "--train", d / "tr.pt", "--test",
+                   d / "te.pt", "--out", d / "in.pt"],
         ["is also an input", "--samples"]),
     "sample --out equals --meta": (
         lambda d: _sample_args(d / "ck.pt", d / "s.pt", d / "s.pt"), ["--out", "--meta",
@@ -519,8 +520,9 @@ OUTPUT_CASES = {
         ["a.pt", "name one file twice"]),
     "fid --out twice": (
         lambda d: ["fid", "--samples", d / "x.pt", d / "y.pt", "--meta", d / "x.json", d / "y.json",
-                   "--reference", d / "r.pt", "--extractor", d / "e.pt", "--out", d / "o.json",
-                   d / "o.json"], ["o.json", "name one file twice"]),
+                   "--reference", d / "r.pt", "--extractor", d / "e.pt", "--train", d / "tr.pt",
+                   "--test", d / "te.pt", "--out", d / "o.json", d / "o.json"],
+        ["o.json", "name one file twice"]),
     "--out an existing directory": (
         lambda d: _sample_args(d / "ck.pt", d / "adir", d / "s.json"), ["--out", "adir",
                                                                        "existing directory"]),
@@ -642,6 +644,7 @@ def two_cases(work, tmp_path_factory):
 def _fid_args(work, samples, meta, out):
     return ["fid", "--params", work / "params.yaml", "--samples", samples, "--meta", meta,
             "--reference", work / "data/reference.pt", "--extractor", work / "ck/fid_features.pt",
+            "--train", work / "data/train.pt", "--test", work / "data/test.pt",
             "--out", out, "--device", "cpu"]
 
 

@@ -135,6 +135,10 @@ def test_likelihood_and_report_outputs(work):
     assert set(nll) >= NLL_FIELDS and nll["n_images"] == 4 and 0 < nll["bpd"] < 20
     rows = _csv(work / "reports/metrics.csv")
     assert len(rows) == 2 and {"dataset", "sde", "sampler", "fid", "nfe"} <= set(rows[0])
+    figures = ("kid", "precision", "recall", "density", "coverage", "memorised")
+    assert {f"{k}{end}" for k in figures for end in ("", "_ci_low", "_ci_high")} <= set(rows[0])
+    md = (work / "reports/report.md").read_text()
+    assert "## What the metrics see" in md and "training copies" in md and "| recall |" in md
     assert [r["method"] for r in _csv(work / "reports/likelihood.csv")] == [
         "uniform", "importance", "truncated-normal"]
     assert "tiny" in (work / "reports/report.html").read_text()

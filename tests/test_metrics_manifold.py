@@ -120,3 +120,9 @@ def test_total_variation_exact():
     assert float(corruptions.total_variation(checker[None, None])) == 1.0
     ramp = torch.tensor(np.tile(np.arange(4) * 85, (4, 1)), dtype=torch.uint8)[None, None]
     assert float(corruptions.total_variation(ramp)) == pytest.approx((85 / 255 + 0) / 2)
+
+
+def test_sets_with_at_most_k_plus_one_points_give_nan_not_an_error():
+    assert all(math.isnan(Manifold(_gauss(6, 2, 0), 5, 10, 0)(_gauss(20, 2, 1))[k])
+               for k in ("precision", "recall", "density", "coverage"))
+    assert math.isnan(Manifold(_gauss(50, 2, 0), 5, 10, 0)(_gauss(6, 2, 1))["recall"])

@@ -366,3 +366,21 @@ def test_report_package_does_not_import_torchvision():
             "scoresde.report.controllable, scoresde.stages.report; "
             "assert 'torchvision' not in sys.modules, 'torchvision imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("share, verdict", [(0.0, True), (0.5, False), (0.04, None)])
+def test_the_copy_verdict_reads_every_cases_memorised_interval(tmp_path, share, verdict):
+    """No verdict without a memorised share (above); with one: held below 5%, not held above,
+    undecided when an interval straddles 5% (Wilson intervals of 400 samples)."""
+    from scoresde.metrics.manifold import wilson_interval
+
+    k = round(share * 400)
+    lo, hi = wilson_interval(k, 400)
+
+    def extra(case):
+        return {"memorised": k / 400, "memorised_ci_low": lo, "memorised_ci_high": hi}
+
+    got = _orderings(tmp_path=tmp_path, extra=extra)
+    held, evidence = got["Samplesare"]
+    assert held is verdict and evidence.count("memorised") == len(CASES)
+    assert len(got) == 6

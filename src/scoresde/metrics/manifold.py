@@ -99,7 +99,9 @@ class Manifold:
                  seed: int = 0, confidence: float = 0.95):
         self.f_reference = f_reference.double().cpu()
         self.k, self.n_bootstrap, self.confidence = nearest_k, n_bootstrap, confidence
-        self.radii = knn_radii(self.f_reference, nearest_k)
+        # prdc needs k + 2 images of each set (a k-th neighbour besides itself): else NaN figures
+        self.radii = (knn_radii(self.f_reference, nearest_k) if len(f_reference) >= nearest_k + 2
+                      else None)  # fmt: skip
         ref_seed, self._sample_seed = (int(s.generate_state(1)[0])
                                        for s in np.random.SeedSequence(seed).spawn(2))  # fmt: skip
         self._c_reference = _counts(len(self.f_reference), n_bootstrap,
@@ -107,8 +109,10 @@ class Manifold:
 
     def __call__(self, f_samples: torch.Tensor) -> dict:
         """Precision, recall, density, coverage and, with replicates, each one's interval
-        (``<name>_ci_low`` / ``<name>_ci_high``)."""
+        (``<name>_ci_low`` / ``<name>_ci_high``); NaN when either set has at most k + 1 images."""
         f = f_samples.double().cpu()
+        if self.radii is None or len(f) < self.k + 2:
+            return {key: math.nan for key in MANIFOLD_KEYS} | {"nearest_k": self.k}
         out = _library_prdc(f, self.f_reference, self.k)
         out["nearest_k"] = self.k
         if self.n_bootstrap:

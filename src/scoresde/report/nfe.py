@@ -124,6 +124,15 @@ def _goal_verdict(best: dict, ref: dict, factor: float, confidence: float):
     return interval, decide(lo, hi)
 
 
+def _fidelity(r: dict | None) -> str | None:
+    """``precision [lo, hi] / recall [lo, hi]`` of a case: what FID alone does not separate."""
+    from scoresde.report.figures_of_merit import figure_cell
+
+    if not r or _nan(r.get("precision", math.nan)):
+        return None
+    return f"{figure_cell(r, 'precision')} / {figure_cell(r, 'recall')}"
+
+
 def goal_table(fid_df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Per SDE and NFE budget: the best case within the budget, its FID over the reference's with
     the paired-bootstrap interval, and whether the goal held (True / False; None when undecided at
@@ -148,6 +157,8 @@ def goal_table(fid_df: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
                 "FID / reference": ratio,
                 f"[{confidence:.0%} interval]": None if lo is None or _nan(lo) else f"[{lo:.2f}, {hi:.2f}]",
                 "goal": f"<= {factor}x", "held": held,
+                "best precision / recall": _fidelity(best),
+                "reference precision / recall": _fidelity(ref),
             })
     return pd.DataFrame(out)
 

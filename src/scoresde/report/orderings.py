@@ -178,6 +178,24 @@ def ordering_subvp_lowest_bpd(nll: pd.DataFrame, confidence: float = 0.95):
     return _verdict(statement, checks, "no dataset with sub-VP and another SDE")
 
 
+COPY_LIMIT = 0.05  # a run "does not copy" when every case's memorised share is below 5%
+
+
+def ordering_no_copies(fid: pd.DataFrame, confidence: float = 0.95):
+    """No case's samples are near-copies of training images (not a claim of the paper; the
+    check FID cannot make): held when every case's memorised interval lies below 5%, not held
+    when one lies above, undecided otherwise; None (no verdict) when no case has the share."""
+    statement = f"Samples are new images, not copies of training images (memorised < {COPY_LIMIT:.0%})"
+    checks = []
+    for r in _records(fid):
+        lo, hi = r.get("memorised_ci_low"), r.get("memorised_ci_high")
+        if missing(r.get("memorised")) or missing(lo) or missing(hi):
+            continue
+        verdict = HELD if hi < COPY_LIMIT else NOT_HELD if lo > COPY_LIMIT else UNDECIDED
+        checks.append((verdict, f"{describe(r)}: memorised {with_ci(r['memorised'], lo, hi)}"))
+    return _verdict(statement, checks, "") if checks else None
+
+
 def paper_orderings(fid: pd.DataFrame, nll: pd.DataFrame,
                     confidence: float = 0.95) -> list[tuple[str, bool | None, str]]:
     """All orderings the paper reports, each as (statement, verdict, evidence)."""
@@ -187,4 +205,4 @@ def paper_orderings(fid: pd.DataFrame, nll: pd.DataFrame,
         ordering_ode_fewer_nfe(fid, confidence),
         ordering_tweedie_lowers_fid(fid, confidence),
         ordering_subvp_lowest_bpd(nll, confidence),
-    ]
+    ] + [v for v in (ordering_no_copies(fid, confidence),) if v is not None]
