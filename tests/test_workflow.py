@@ -126,7 +126,8 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
     controllable.update({"inverse": n_inverse} if n_inverse else {})  # one per SDE: every case
     assert counts == {"all": 1, "fid": n_sde, "likelihood": n_sde, "prepare_data": 1,
                       "report": 1, "sample": n_sample, "select_checkpoint": n_sde,
-                      "train": n_sde, "train_features": 1, **controllable}, proc.stdout
+                      "train": n_sde, "train_features": 1, "metric_checks": 1,
+                      **controllable}, proc.stdout
     if configfile == ".test/params.yaml":  # the job count the smoke config and README state
         total = sum(counts.values())
         assert f"{total} jobs on digits" in (workdir / configfile).read_text()

@@ -40,3 +40,4 @@ rule dvc_evaluate:
     input:
         fid_results,
         nll_results,
+        expand(rules.metric_checks.output, dataset=DATASET),

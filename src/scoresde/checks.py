@@ -137,11 +137,13 @@ def function(name: str, value):
     return value
 
 
-def sde(value):
-    """``value`` when it is an SDE of :mod:`scoresde.sde`."""
-    from .sde import SDE
+SDE_METHODS = ("sde", "marginal_prob", "prior_sampling", "reverse")
 
-    if not isinstance(value, SDE):
+
+def sde(value):
+    """``value`` when it is an SDE of :mod:`scoresde.sde`: it has ``T`` and the methods of the
+    ``SDE`` base class (checked by name, so this leaf module imports no other of the package)."""
+    if not (hasattr(value, "T") and all(callable(getattr(value, m, None)) for m in SDE_METHODS)):
         raise ValueError(f"sde must be an SDE (VESDE, VPSDE, SubVPSDE), got {show(value)}")
     return value
 

@@ -283,6 +283,7 @@ def job_names():
     return {
         "prepare_data": [DATASET],
         "train_features": [DATASET],
+        "metric_checks": [DATASET],
         "train": [] if IMPORTED else sdes,
         "select_checkpoint": [] if IMPORTED else sdes,
         "sample": samples if PER_CASE else sdes + seeds,

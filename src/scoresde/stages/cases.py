@@ -165,3 +165,8 @@ def run_sampler(score_fn, sde, shape, sampler: str, steps: int | None,
         sample, n = finish(score_fn, sde, x, x_mean, t_end, d, what)
         out[d] = (sample, nfe + n)
     return out
+
+
+# the fields that identify a case, stored in its sample file as well as its sidecar: the fid stage
+# refuses a sample file paired with another case's sidecar
+CASE_KEYS = ("dataset", "sde", "sampler", "steps", "denoise", "seed_index")

@@ -128,7 +128,7 @@ class Scorer:
 def load_case(samples_path: str, meta_path: str):
     """(uint8 images, sidecar record) of one case: at least one image, and the sidecar of the
     same case as the sample file (its ``case`` fields, when it has them). StageError otherwise."""
-    from scoresde.stages.sample import CASE_KEYS
+    from scoresde.stages.cases import CASE_KEYS
 
     blob = load_tensors(samples_path, ("images",), "sample file", SAMPLE_FIX)
     images = blob["images"]

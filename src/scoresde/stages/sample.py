@@ -24,7 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from scoresde.stages.cases import case_name, describe, parse_denoise, parse_steps, sampler_options
+from scoresde.stages.cases import (
+    CASE_KEYS,
+    case_name,
+    describe,
+    parse_denoise,
+    parse_steps,
+    sampler_options,
+)
 from scoresde.stages.common import (
     draw_samples,
     load_score_model,
@@ -34,10 +41,6 @@ from scoresde.stages.common import (
     setup_torch,
     write_json,
 )
-
-# the fields that identify a case, stored in its sample file as well as its sidecar: the fid stage
-# refuses a sample file paired with another case's sidecar
-CASE_KEYS = ("dataset", "sde", "sampler", "steps", "denoise", "seed_index")
 
 
 def parse_case(case: str) -> tuple[str, int | None, str]:
