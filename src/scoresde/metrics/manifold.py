@@ -133,7 +133,8 @@ class Manifold:
 
 def nearest_distances(f: torch.Tensor, f_train: torch.Tensor) -> torch.Tensor:
     """Distance of each row of ``f`` to its nearest row of ``f_train`` (float64)."""
-    return torch.cat([_cdist(f[i : i + 1024], f_train).min(1).values for i in range(0, len(f), 1024)])
+    rows = max(1, (1 << 24) // max(1, len(f_train)))  # about 128 MiB of distances at a time
+    return torch.cat([_cdist(f[i : i + rows], f_train).min(1).values for i in range(0, len(f), rows)])
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
