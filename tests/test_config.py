@@ -190,3 +190,18 @@ def test_job_params_leave_out_runtime_and_sweep_keys():
     assert cfg.job_params(d, "report") == d
     for stage in cfg.STAGE_KEYS:  # every job's parameters are themselves a valid config
         cfg.validate(cfg.job_params(d, stage))
+
+
+@pytest.mark.parametrize("configfile", ["params.yaml", ".test/params.yaml",
+                                        "config/fashion_mnist_cpu.yaml"])
+def test_every_jobs_own_parameters_validate(configfile):
+    """What a rule passes a job (``job_params``: one SDE in sde.names, no controllable.sdes) is
+    valid on its own, for every stage and SDE: the cross-key checks apply to given keys only."""
+    root = Path(__file__).parents[1]
+    full = yaml.safe_load((root / "params.yaml").read_text())
+    if configfile != "params.yaml":
+        full = cfg.merge(full, yaml.safe_load((root / configfile).read_text()))
+    full = cfg.validate(full)
+    for stage in cfg.STAGE_KEYS:  # the report is one job for the whole run
+        for sde in [None] if stage == "report" else full["sde"]["names"]:
+            cfg.validate(cfg.job_params(full, stage, sde), f"{stage} job for {sde}")

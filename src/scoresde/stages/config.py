@@ -143,12 +143,14 @@ def _check_samplers(cfg: dict) -> None:
             raise ConfigError(f"sample.extra_cases[{i}]: {case!r}: {err}") from None
 
 
-def _semantic_checks(cfg: dict) -> None:
-    """Cross-key rules the schema cannot express."""
+def _semantic_checks(cfg: dict, given: dict) -> None:
+    """Cross-key rules the schema cannot express. ``controllable.sdes`` is checked against
+    ``sde.names`` only where it was given: a job's own parameters (``job_params``) hold one SDE
+    in ``sde.names`` and no ``controllable.sdes``, whose default must not be held against them."""
     sde = cfg["sde"]
     ctrl = cfg["controllable"]
     missing = [s for s in ctrl["sdes"] or () if s not in sde["names"]]
-    if ctrl["enabled"] and missing:
+    if ctrl["enabled"] and missing and "sdes" in (given.get("controllable") or {}):
         raise ConfigError(f"controllable.sdes {ctrl['sdes']} names {', '.join(missing)}, not among "
                           f"sde.names {sde['names']}, so it would be skipped; add it to sde.names, "
                           "set controllable.sdes to null (all of sde.names) or "
@@ -189,7 +191,7 @@ def validate(params: dict | None, source: str = "params") -> dict:
         _check_samplers(cfg)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
-    _semantic_checks(cfg)
+    _semantic_checks(cfg, params or {})
     return cfg
 
 
