@@ -278,3 +278,18 @@ def test_a_preconditioned_run_trains_and_samples(tmp_path):
         model, sde, meta = load_score_model(tmp_path / "old.pt", torch.device("cpu"))
         paper = get_score_fn(sde, model)(x, t)
         torch.testing.assert_close(checkpoint_score_fn(sde, model, meta)(x, t), paper)
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "lognormal"])
+def test_distributed_draw_is_the_losss_draw(distribution):
+    """The global draw of distributed training (t, then z) is what dsm_loss draws itself."""
+    from scoresde.stages.train.distributed import dsm_noise
+
+    sde, net = PAPER_SDES["subvp"](), Linear()
+    x0 = batch(sde)[0]
+    kwargs = {"eps": 1e-5, "parameterization": "edm", "sigma_data": SIGMA_DATA,
+              "noise_distribution": distribution, "p_mean": -1.2, "p_std": 1.2, "weighting": "min-snr",
+              "min_snr_gamma": 5.0}
+    t, z = dsm_noise(sde, x0, torch.Generator().manual_seed(7), **kwargs)
+    drawn = dsm_loss(net, sde, x0, generator=torch.Generator().manual_seed(7), **kwargs)
+    assert drawn.item() == dsm_loss(net, sde, x0, t=t, z=z, **kwargs).item()
