@@ -44,7 +44,8 @@ def expected_loss(sde, c2, eps, weighting):
 @pytest.mark.parametrize("weighting", ["paper", "likelihood"])
 def test_dsm_loss_of_the_exact_score_is_closed_form(sde, weighting):
     c2, n, D = 0.5, 200000, 2
-    eps = 1e-2 if weighting == "likelihood" else 1e-5  # g^2 / s^2 explodes near t = 0 for VP: keep the MC variance small
+    # g^2 / s^2 explodes near t = 0 for VP: keep the MC variance small
+    eps = 1e-2 if weighting == "likelihood" else 1e-5
     x = math.sqrt(c2) * torch.randn(n, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     net = ExactGaussianScoreNet(sde, c2)
     gen = torch.Generator().manual_seed(1)
