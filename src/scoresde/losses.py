@@ -13,8 +13,8 @@ Two parameterisations of the network F turn it into ``score_fn(x, t)``:
   p_t(x) = a^-dim p(x / a) give the score of x(t): (a D(x / a; sigma) - x) / s(t)^2.
 
 The loss is one function of the epsilon residual r = s(t) score + z (zero for the exact score of
-the kernel): ``loss = w(t) |r|^2``. The weightings, each written on the loss it is native to,
-are equivalent forms of it (:func:`loss_weight`).
+the kernel): ``loss = w(t) |r|^2``. Each weighting is stated on the loss it was published for
+(score, epsilon or denoiser loss) and converted to its w(t) (:func:`loss_weight`).
 """
 
 from __future__ import annotations
