@@ -152,7 +152,7 @@ def test_each_weighting_is_its_stated_formula(sde, parameterization, weighting):
 
 def test_edm_weighting_is_the_unweighted_loss_on_the_networks_target(sde):
     """EDM's lambda = 1 / c_out^2: with its parameterisation the loss is |F - F_target|^2 with
-    F_target = (x0 - c_skip x_hat) / c_out (Karras et al. 2022, eq. 8)."""
+    F_target = (x0 - c_skip x_hat) / c_out (Karras et al. 2022, section 5)."""
     net = Linear()
     x0, t, z = batch(sde)
     sigma = noise_level(sde, t)

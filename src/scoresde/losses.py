@@ -118,7 +118,7 @@ def loss_weight(sde: SDE, t: torch.Tensor, weighting: str = "paper", sigma_data:
       unweighted epsilon loss, w = 1;
     - ``likelihood``: lambda(t) = g(t)^2 on the score loss (Song et al. 2021b), w = g^2 / s^2;
     - ``edm``: lambda(sigma) = (sigma^2 + sd^2) / (sigma sd)^2 on the denoiser loss |D - x(0)|^2
-      (Karras et al. 2022, eq. 8; = 1 / c_out^2, the unweighted loss on F's target). As
+      (Karras et al. 2022, Table 1; = 1 / c_out^2, the unweighted loss on F's target). As
       |D - x(0)|^2 = sigma^2 |eps_hat - z|^2, w = (sigma^2 + sd^2) / sd^2;
     - ``min-snr``: min(SNR, gamma) / SNR on the epsilon loss (Hang et al. 2023; = min(SNR, gamma)
       on the denoiser loss), w = min(1, gamma sigma^2).
