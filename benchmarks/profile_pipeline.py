@@ -133,12 +133,11 @@ def profile(run: Path, top: int = 6) -> None:
 
     from scoresde import dsm_loss, log_likelihood, pc_sample, uniform_dequantize
     from scoresde.data import load_dataset
-    from scoresde.losses import get_score_fn
-    from scoresde.stages.common import load_score_model
+    from scoresde.stages.common import checkpoint_score_fn, load_score_model
 
     torch.set_num_threads(1)
-    model, sde, _ = load_score_model(run / "checkpoints/digits/vp/best.pt", torch.device("cpu"))
-    score_fn = get_score_fn(sde, model)
+    model, sde, meta = load_score_model(run / "checkpoints/digits/vp/best.pt", torch.device("cpu"))
+    score_fn = checkpoint_score_fn(sde, model, meta)
     k = load_dataset("digits", "test").x[:100]
     x = 2 * uniform_dequantize(k, 17, torch.Generator().manual_seed(0)) - 1
     train_net = model.train().requires_grad_(True)

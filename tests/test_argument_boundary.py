@@ -149,8 +149,16 @@ PROBES = {
     # training's loss: cheap checks only (it runs at every step)
     "dsm_loss eps 1.5": ("eps", lambda s: dsm_loss(torch.nn.Identity(), VP, torch.zeros(4, 2), eps=1.5)),
     "dsm_loss x int": ("x", lambda s: dsm_loss(torch.nn.Identity(), VP, torch.zeros(4, 2).long())),
-    "dsm_loss likelihood_weighting 'no'": ("likelihood_weighting", lambda s: dsm_loss(
-        torch.nn.Identity(), VP, torch.zeros(4, 2), likelihood_weighting="no")),
+    "dsm_loss weighting 'no'": ("weighting", lambda s: dsm_loss(
+        torch.nn.Identity(), VP, torch.zeros(4, 2), weighting="no")),
+    "dsm_loss parameterization 'ddpm'": ("parameterization", lambda s: dsm_loss(
+        torch.nn.Identity(), VP, torch.zeros(4, 2), parameterization="ddpm")),
+    "dsm_loss noise_distribution 'normal'": ("noise_distribution", lambda s: dsm_loss(
+        torch.nn.Identity(), VP, torch.zeros(4, 2), noise_distribution="normal")),
+    "dsm_loss sigma_data 0": ("sigma_data", lambda s: dsm_loss(
+        torch.nn.Identity(), VP, torch.zeros(4, 2), sigma_data=0.0)),
+    "dsm_loss min_snr_gamma -1": ("min_snr_gamma", lambda s: dsm_loss(
+        torch.nn.Identity(), VP, torch.zeros(4, 2), min_snr_gamma=-1.0)),
     # devices: a CPU generator where the noise is drawn on a GPU (refused before CUDA is touched)
     "pc generator on another device": ("generator", lambda s: pc_sample(
         s, VP, (4, 2), steps=2, device="cuda", generator=torch.Generator())),

@@ -171,3 +171,18 @@ def test_profile_pipeline_splits_timed_work_from_the_rest(tmp_path, capsys):
     assert "| total | 60 | 48 | 12 |" in out
     assert "floor on 2 cores (the timed work alone, perfectly packed): 24 s; all jobs packed with " \
            "no idle core: 30 s; this run's wall time: 62 s" in out
+
+
+def test_training_recipe_ablation_tables_every_recipe(tmp_path, capsys):
+    """bench_training_recipe at a tiny budget: every recipe trains for the budget and is scored."""
+    import bench_training_recipe
+
+    assert bench_training_recipe.main([
+        "--budget", "0.5", "--samples", "8", "--steps", "2", "--work", str(tmp_path),
+        "--set", "eval.features.epochs=1", "--set", "data.n_reference=32", "--set", "eval.fid.bootstrap.n=5",
+        "--set", "model.channels=8"]) == 0
+    out = capsys.readouterr().out
+    assert "| recipe | steps | loss (last 50) | FID [interval] | precision | recall | speckled |" in out
+    for name in bench_training_recipe.RECIPES:
+        assert f"| {name} | " in out
+    assert "real test images:" in out

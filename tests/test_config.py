@@ -69,6 +69,9 @@ def test_user_facing_names_exist():
         ({"sde": {"ve": {"sigma_min": 60.0}}}, "sde.ve.sigma_min", "smaller than"),
         ({"eval": {"likelihood": {"n_probes": 0}}}, "eval.likelihood.n_probes", "minimum"),
         ({"train": {"resources": {"gpus": 1}}}, "train.resources.gpus", "unknown key"),
+        ({"train": {"weighting": "snr"}}, "train.weighting", "is not one of"),
+        ({"train": {"parameterization": "v"}}, "train.parameterization", "is not one of"),
+        ({"train": {"sigma_data": 0.0}}, "train.sigma_data", "less than or equal"),
     ],
 )
 def test_bad_values_name_the_key(params, key, words):

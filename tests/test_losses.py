@@ -31,27 +31,28 @@ class ExactGaussianScoreNet(torch.nn.Module):
         return score * s if self.sde.name == "ve" else -score * s
 
 
-def expected_loss(sde, c2, eps, likelihood_weighting):
+def expected_loss(sde, c2, eps, weighting):
     """E_t E||s s(t) + z||^2 / D = E_t a^2 c^2 / (a^2 c^2 + s^2) for N(0, c^2 I) data (times g^2/s^2)."""
     t = torch.linspace(eps, 1.0, 200001, dtype=torch.float64)
     a2, s2 = sde.mean_coeff(t) ** 2, sde.std(t) ** 2
     per_t = a2 * c2 / (a2 * c2 + s2)
-    if likelihood_weighting:
+    if weighting == "likelihood":
         per_t = per_t * sde.sde(torch.zeros(len(t), 1, dtype=torch.float64), t)[1] ** 2 / s2
     return torch.trapezoid(per_t, t).item() / (1.0 - eps)
 
 
-@pytest.mark.parametrize("weighting", [False, True])
+@pytest.mark.parametrize("weighting", ["paper", "likelihood"])
 def test_dsm_loss_of_the_exact_score_is_closed_form(sde, weighting):
     c2, n, D = 0.5, 200000, 2
-    eps = 1e-2 if weighting else 1e-5  # g^2 / s^2 explodes near t = 0 for VP: keep the MC variance small
+    # g^2 / s^2 explodes near t = 0 for VP: keep the MC variance small
+    eps = 1e-2 if weighting == "likelihood" else 1e-5
     x = math.sqrt(c2) * torch.randn(n, D, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     net = ExactGaussianScoreNet(sde, c2)
     gen = torch.Generator().manual_seed(1)
-    loss = dsm_loss(net, sde, x, generator=gen, eps=eps, likelihood_weighting=weighting).item()
+    loss = dsm_loss(net, sde, x, generator=gen, eps=eps, weighting=weighting).item()
     assert loss == pytest.approx(expected_loss(sde, c2, eps, weighting), rel=0.02)
     gen = torch.Generator().manual_seed(1)
-    total = dsm_loss(net, sde, x, generator=gen, eps=eps, likelihood_weighting=weighting, reduce="sum")
+    total = dsm_loss(net, sde, x, generator=gen, eps=eps, weighting=weighting, reduce="sum")
     assert total.item() == pytest.approx(D * loss, rel=1e-9)
 
 

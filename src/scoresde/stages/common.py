@@ -178,6 +178,7 @@ def provenance(stage: str, params: dict, **extra) -> dict:
 def load_score_model(path: str | os.PathLike, device: torch.device,
                      expect_sde: str | None = None):
     """(model with EMA weights in eval mode, sde, checkpoint config) from a train checkpoint."""
+    from scoresde.losses import PARAMETERIZATIONS
     from scoresde.models import EMA, build_model, to_device
     from scoresde.sde import make_sde
 
@@ -190,6 +191,10 @@ def load_score_model(path: str | os.PathLike, device: torch.device,
     if expect_sde is not None and name != expect_sde:
         raise StageError(f"checkpoint {path} was trained for SDE {name!r}, not {expect_sde!r}; "
                          f"use the checkpoint under checkpoints/<dataset>/{expect_sde}/")
+    recorded = config.get("parameterization", {"name": "paper"})
+    if not isinstance(recorded, dict) or recorded.get("name") not in PARAMETERIZATIONS:
+        raise StageError(f"checkpoint {path} records parameterization {recorded!r}, not one of "
+                         f"{', '.join(PARAMETERIZATIONS)}; retrain it with this version")
     model = build_model(config["model"])
     ema = EMA(model, decay=float(state["ema"]["decay"]))
     try:
@@ -200,6 +205,16 @@ def load_score_model(path: str | os.PathLike, device: torch.device,
     ema.copy_to(model)
     to_device(model.requires_grad_(False), device).eval()
     return model, make_sde(name, **sde_cfg), config
+
+
+def checkpoint_score_fn(sde, model, config: dict):
+    """``score_fn(x, t)`` of a train checkpoint's network (:func:`load_score_model`), read by the
+    parameterisation its config records (``train.parameterization``); a checkpoint without one
+    (older runs, imported released checkpoints) has the paper's."""
+    from scoresde import losses
+
+    recorded = config.get("parameterization", {"name": "paper"})
+    return losses.get_score_fn(sde, model, recorded["name"], recorded.get("sigma_data", 0.5))
 
 
 def batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
@@ -237,11 +252,10 @@ def draw_samples(model, sde, meta: dict, sampler: str, steps: int | None,
     nfe is per sample (equal for every batch of a fixed-step sampler; the mean over batches
     for the adaptive solver); seconds is the wall time of the shared run.
     """
-    from scoresde.losses import get_score_fn
     from scoresde.stages.cases import run_sampler
     from scoresde.utils import per_sample_generators
 
-    score_fn = get_score_fn(sde, model)
+    score_fn = checkpoint_score_fn(sde, model, meta)
     shape = tuple(meta["image_shape"])
     images = {d: [] for d in denoise}
     nfes = {d: [] for d in denoise}

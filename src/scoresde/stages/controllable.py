@@ -27,6 +27,7 @@ from scoresde.checkpoint import load_checkpoint, save_checkpoint
 from scoresde.data import Levels
 from scoresde.stages.common import (
     StageError,
+    checkpoint_score_fn,
     images_from_model,
     load_reference,
     load_score_model,
@@ -161,7 +162,6 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
                        threads: int = 1, expect_sde: str | None = None) -> list[dict]:
     """n_per_class class-conditional samples per class; per-class accuracy and FID."""
     from scoresde.controllable import conditional_score
-    from scoresde.losses import get_score_fn
     from scoresde.metrics import FeatureSpace, classifier_accuracy, load_feature_extractor
     from scoresde.models.classifier import class_log_prob
     from scoresde.sampling import sde_sample
@@ -177,7 +177,7 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
     check_class_data(split, data_path, meta, ccfg["model"]["num_classes"], cc["n_per_class"])
     fnet, fcfg = load_feature_extractor(extractor)
     shape = tuple(meta["image_shape"])
-    base = get_score_fn(sde, model)
+    base = checkpoint_score_fn(sde, model, meta)
     images, labels = [], []
     with timer() as t:
         for k in range(ccfg["model"]["num_classes"]):
@@ -238,7 +238,6 @@ def _completion_setup(params: dict, checkpoint: str, test_path: str, extractor: 
     """What inpainting and colorization share: the model, the first n_images test images (truth
     as uint8, ``y`` in model space), FID against the reference set, the score and the
     corrector's snr."""
-    from scoresde.losses import get_score_fn
     from scoresde.utils import pick_device
 
     ip = params["controllable"]["inpaint"]
@@ -253,7 +252,7 @@ def _completion_setup(params: dict, checkpoint: str, test_path: str, extractor: 
             "truth": levels.to_uint8(test["x"][:n]),
             "y": levels.to_model(test["x"][:n], u=0.5).to(device),
             "fid": ReferenceFID(load_reference(reference_path), extractor),
-            "score": get_score_fn(sde, model),
+            "score": checkpoint_score_fn(sde, model, meta),
             "snr": params["sample"]["snr"][sde.name]}
 
 

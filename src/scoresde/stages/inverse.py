@@ -23,6 +23,7 @@ import torch
 
 from scoresde.stages.common import (
     StageError,
+    checkpoint_score_fn,
     images_from_model,
     load_reference,
     load_score_model,
@@ -78,7 +79,6 @@ def inverse(params: dict, checkpoint: str, test_path: str, extractor: str, refer
     model load for all cases; every case draws from its own seeded streams, so its files are those
     of a run of that case alone. Nothing is written until every case has run."""
     from scoresde.data import Levels
-    from scoresde.losses import get_score_fn
     from scoresde.utils import pick_device
 
     check_case_args({"--tasks": (tasks, TASKS), "--methods": (methods, METHODS)},
@@ -95,7 +95,7 @@ def inverse(params: dict, checkpoint: str, test_path: str, extractor: str, refer
     n, levels = min(cfg["n_images"], len(test["x"])), int(test["levels"])
     level_map = Levels(levels, bool(meta["centered"]), bool(meta["dequantize"]))
     job = {"cfg": cfg, "device": device, "sde": sde, "meta": meta, "n": n,
-           "score": get_score_fn(sde, model), "truth": level_map.to_uint8(test["x"][:n]),
+           "score": checkpoint_score_fn(sde, model, meta), "truth": level_map.to_uint8(test["x"][:n]),
            "x_true": level_map.to_model(test["x"][:n], u=0.5),  # the cells' centres
            "fid": ReferenceFID(load_reference(reference_path), extractor)}
     rows, files = [], []

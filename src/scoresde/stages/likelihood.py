@@ -23,6 +23,7 @@ import torch
 from scoresde.stages.common import (
     StageError,
     batches,
+    checkpoint_score_fn,
     load_score_model,
     load_split,
     log,
@@ -110,7 +111,6 @@ def run(params: dict, checkpoint: str, data_path: str, out: str, device_name: st
     noise for every SDE: paired comparisons), mean NFE, settings and provenance. ``bounds``: one
     entry per method (``method``, ``bpd``, ``bpd_std``, ``bpd_sem``, ``nfe``, ``seconds`` of its
     solves, ``samples``, ``t0``, ``tau``, ``shares_solve_with``, ``bpd_per_image``)."""
-    from scoresde.losses import get_score_fn
     from scoresde.utils import pick_device
 
     lk = params["eval"]["likelihood"]
@@ -124,8 +124,8 @@ def run(params: dict, checkpoint: str, data_path: str, out: str, device_name: st
     k = test_levels(load_split(data_path), meta, lk["n_images"], data_path)
     levels = int(meta["levels"])
     with timer() as t:
-        res = image_bounds(get_score_fn(sde, model), sde, k, levels, bool(meta["centered"]), lk, device,
-                           methods)
+        res = image_bounds(checkpoint_score_fn(sde, model, meta), sde, k, levels,
+                           bool(meta["centered"]), lk, device, methods)
     bounds = []
     for m in methods:
         r = res[m]

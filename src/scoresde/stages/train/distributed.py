@@ -67,11 +67,15 @@ def rank_slice(batch: int, ranks: Ranks) -> slice:
     return slice(ranks.rank * size, (ranks.rank + 1) * size)
 
 
-def dsm_noise(sde, x: torch.Tensor, gen: torch.Generator, eps: float):
-    """t ~ U(eps, T) and z ~ N(0, I) for the global batch, drawn as `dsm_loss` draws them."""
-    from scoresde.utils import rand, randn
+def dsm_noise(sde, x: torch.Tensor, gen: torch.Generator, eps: float,
+              noise_distribution: str = "uniform", p_mean: float = -1.2, p_std: float = 1.2,
+              **_loss_options):
+    """t (``losses.sample_times``) and z ~ N(0, I) for the global batch, drawn as `dsm_loss`
+    draws them; the loss's other options are ignored."""
+    from scoresde.losses import sample_times
+    from scoresde.utils import randn
 
-    t = rand((x.shape[0],), gen, device=x.device, dtype=x.dtype) * (sde.T - eps) + eps
+    t = sample_times(sde, x.shape[0], gen, eps, noise_distribution, p_mean, p_std, x.device, x.dtype)
     return t, randn(x.shape, gen, device=x.device, dtype=x.dtype)
 
 

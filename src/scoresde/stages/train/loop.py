@@ -82,6 +82,23 @@ def sde_config(sde: dict, name: str) -> dict:
     return {"name": name, "N": sde["N"], **sde[name]}
 
 
+RECIPE_KEYS = ("eps", "parameterization", "sigma_data", "noise_distribution", "p_mean", "p_std",
+               "weighting", "min_snr_gamma")
+
+
+def recipe(train: dict) -> dict:
+    """`dsm_loss`'s keyword arguments from the train group: parameterisation, noise-level
+    distribution and weighting (docs/training.md)."""
+    return {k: train[k] for k in RECIPE_KEYS}
+
+
+def parameterization(train: dict) -> dict:
+    """What a checkpoint records to be read back as a score (`losses.get_score_fn`'s arguments)."""
+    if train["parameterization"] == "paper":
+        return {"name": "paper"}
+    return {"name": train["parameterization"], "sigma_data": train["sigma_data"]}
+
+
 def learning_rate(step: int, lr: float, warmup: int) -> float:
     """Linear warm-up to `lr` over `warmup` steps (as the paper's code), then constant."""
     return lr * min(1.0, step / warmup) if warmup > 0 else lr
@@ -107,6 +124,7 @@ def build(params: dict, sde_name: str, split: dict, device: torch.device, quiet:
         "dequantize": bool(train["dequantize"]),
         "sde": sde_config(params["sde"], sde_name),
         "model": model_config(params["model"], sde_name, split["x"].shape[1:]),
+        "parameterization": parameterization(train),
         "train": params["train"],
     }  # fmt: skip
     sde_kwargs = {k: v for k, v in config["sde"].items() if k != "name"}
@@ -119,7 +137,9 @@ def build(params: dict, sde_name: str, split: dict, device: torch.device, quiet:
     if not quiet:
         log(f"{sde_name}: {type(model).__name__} with {count_params(model):,} parameters, "
             f"data in {'[-1, 1]' if config['centered'] else '[0, 1]'}"
-            f"{', dequantised' if config['dequantize'] else ''}, device {device}")
+            f"{', dequantised' if config['dequantize'] else ''}, device {device}; "
+            f"{train['parameterization']} parameterisation, {train['noise_distribution']} "
+            f"noise levels, {train['weighting']} weighting")
     return model, ema, optimizer, sde, config
 
 
@@ -217,12 +237,12 @@ def train_step(model, ema, optimizer, sde, k, config, train, step, gens, dsm_los
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, train["lr"], train["warmup"])
     x = model_batch(k, config, train["batch_size"], gens["data"]).to(device)
-    kwargs = {"eps": train["eps"], "likelihood_weighting": train["likelihood_weighting"]}
+    kwargs = recipe(train)
     with autocast(train["precision"], device):
         if ranks.world == 1:
             loss = dsm_loss(model, sde, x, generator=gens["noise"], **kwargs)
         else:
-            t, z = dsm_noise(sde, x, gens["noise"], train["eps"])
+            t, z = dsm_noise(sde, x, gens["noise"], **kwargs)
             part = rank_slice(len(x), ranks)
             loss = dsm_loss(model, sde, x[part], t=t[part], z=z[part], **kwargs)
     value = global_mean(loss, ranks)
