@@ -126,3 +126,23 @@ def test_sets_with_at_most_k_plus_one_points_give_nan_not_an_error():
     assert all(math.isnan(Manifold(_gauss(6, 2, 0), 5, 10, 0)(_gauss(20, 2, 1))[k])
                for k in ("precision", "recall", "density", "coverage"))
     assert math.isnan(Manifold(_gauss(50, 2, 0), 5, 10, 0)(_gauss(6, 2, 1))["recall"])
+
+
+def test_missing_classes_leave_at_least_one_class():
+    assert [corruptions.n_missing(n) for n in (1, 2, 3, 4, 10, 100)] == [0, 1, 1, 1, 3, 30]
+    x = torch.zeros(6, 1, 4, 4, dtype=torch.uint8)
+    suite = corruptions.corruption_suite(x, torch.tensor([0, 0, 1, 1, 2, 2]), x, seed=0)
+    assert "1 class missing" in suite and len(suite["1 class missing"]) == 6
+    assert "1 class missing" not in corruptions.corruption_suite(x, torch.zeros(6), x)
+
+
+@pytest.mark.parametrize("n", [1, 5, 64, 65, 320])
+def test_the_extractor_trains_on_any_number_of_steps(n):
+    """OneCycleLR divides by zero at some small step counts (5 steps): those get a constant rate."""
+    from scoresde.metrics import train_feature_extractor
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)
+    labels = torch.arange(n) % 2
+    state, config = train_feature_extractor(x, labels, epochs=1, batch_size=64, width=4)
+    assert config["feature_dim"] == 1 + 8 * 4 and torch.isfinite(state["feature_std"]).all()

@@ -55,7 +55,7 @@ def test_two_fresh_runs_are_identical_and_a_third_does_nothing(workdir):  # noqa
         assert torch.equal(images, torch.load(workdir / path, weights_only=True)["images"]), path
 
 
-LONGER = "train: {n_iters: 400, snapshot_every: 100}\nsde: {names: [vp]}\n"
+LONGER = "train: {n_iters: 400, snapshot_every: 100}\nsde: {names: [vp]}\ncontrollable: {sdes: [vp]}\n"
 TARGET = "checkpoints/digits/vp/config.json"
 
 

@@ -238,8 +238,9 @@ def test_smoke_config_end_to_end(workdir):
     assert expected_ctrl, "the smoke config runs the controllable rules"
     assert figures == sorted([f"{name}.png" for name, _, _ in expected] + expected_ctrl)
     assert page.count("data:image/png;base64,") == len(figures)
-    # orderings, sweep, fast-sampler goal, likelihood, paper, controllable, provenance x 3
-    assert page.count("<table>") == 10 and "(no data)" not in page and "(no figures)" not in page
+    # orderings, sweep, what the metrics see, fast-sampler goal, likelihood, paper, controllable,
+    # provenance x 3
+    assert page.count("<table>") == 11 and "(no data)" not in page and "(no figures)" not in page
     assert (workdir / "reports/controllable.csv").stat().st_size > 100
 
     # Snakemake's report: the figures, tables and both reports, each with its caption

@@ -195,6 +195,15 @@ def augment(x: torch.Tensor, shift: int, flip: bool, generator: torch.Generator)
     return padded[idx, torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
 
 
+def lr_schedule(opt, lr: float, total: int):
+    """PyTorch's one-cycle schedule (Smith and Topin 2019: warm-up over the first 20% of the steps,
+    cosine decay, momentum cycled) for ``total`` >= 10 steps; a constant rate for fewer (smoke
+    runs: OneCycleLR divides by zero at some small totals)."""
+    if total < 10:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total, pct_start=0.2)
+
+
 def _train_epoch(net, opt, sched, x, y, batch_size, generator, shift, flip):
     perm = torch.randperm(len(x), generator=generator)
     total = 0.0
@@ -230,9 +239,9 @@ def train_feature_extractor(
     """Train the FID feature classifier on a labelled training split.
 
     ``images``: uint8 (N, C, H, W) in 0..255, or integer levels with ``levels`` given. AdamW with
-    a one-cycle learning rate (peak ``lr``), label smoothing 0.1, and :func:`augment` (random
-    shifts of up to ``shift`` pixels, horizontal flips with ``flip``: on for datasets whose
-    classes are mirror-symmetric, such as clothes, never for digits).
+    a one-cycle learning rate (peak ``lr``, :func:`lr_schedule`), label smoothing 0.1, and
+    :func:`augment` (random shifts of up to ``shift`` pixels, horizontal flips with ``flip``: on
+    for datasets whose classes are mirror-symmetric, such as clothes, never for digits).
     Deterministic given ``seed`` (initialisation in a forked RNG, shuffling and augmentation by a
     Generator). ``num_threads``: CPU threads while training (see :func:`cpu_threads`; None =
     unchanged). Returns ``(state_dict, config)``; config records the architecture, the dataset
@@ -260,7 +269,7 @@ def _fit(x, y, config, progress):
     epochs, batch_size = config["epochs"], config["batch_size"]
     opt = torch.optim.AdamW(net.parameters(), lr=config["lr"], weight_decay=5e-4)
     steps = epochs * -(-len(x) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config["lr"], total_steps=steps, pct_start=0.2)
+    sched = lr_schedule(opt, config["lr"], steps)
     gen = torch.Generator().manual_seed(config["seed"])
     rounds = range(epochs)
     if progress:
@@ -278,7 +287,7 @@ def _fit(x, y, config, progress):
         logits = net.head(h[:, -net.head.in_features :])
     config["train_accuracy"] = float((logits.argmax(1) == y).float().mean())
     net.feature_mean.copy_(h.mean(0))
-    net.feature_std.copy_(h.std(0) + 1e-6)
+    net.feature_std.copy_(h.std(0) + 1e-6 if len(h) > 1 else torch.ones_like(h[0]))
     return {k: v.cpu() for k, v in net.state_dict().items()}
 
 

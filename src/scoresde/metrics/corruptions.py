@@ -62,21 +62,32 @@ def training_copies(train: torch.Tensor, n: int, generator: torch.Generator) -> 
     return train[torch.randperm(len(train), generator=generator)[:n]]
 
 
+def n_missing(n_classes: int) -> int:
+    """How many classes the missing-classes defect drops: about 30% of them (3 of 10), at least
+    one, always leaving one; 0 when there is a single class."""
+    return 0 if n_classes < 2 else min(n_classes - 1, max(1, round(0.3 * n_classes)))
+
+
 def corruption_suite(heldout: torch.Tensor, labels: torch.Tensor, train: torch.Tensor,
                      seed: int = 0) -> dict[str, torch.Tensor]:
     """Name -> image set: held-out images as they are and with one known defect each (same count).
 
     ``speckle 30%``: salt-and-pepper on 30% of them; ``blur``: sigma 0.6 px; ``contrast 0.7``;
-    ``3 classes missing``: drawn from the other classes only (the first three class ids);
-    ``training copies``: training images instead (memorisation).
+    ``k classes missing`` (k = :func:`n_missing`, 3 of 10): drawn from the other classes only
+    (the first k class ids; left out for a single class); ``training copies``: training images
+    instead (memorisation).
     """
     g = torch.Generator().manual_seed(seed)
-    classes = torch.unique(labels)[:3].tolist()
-    return {
+    present = torch.unique(labels)
+    k = n_missing(len(present))
+    suite = {
         "held-out": heldout,
         "speckle 30%": speckle(heldout, 0.3, g),
         "blur": blur(heldout),
         "contrast 0.7": contrast(heldout),
-        "3 classes missing": drop_classes(heldout, labels, classes, g),
-        "training copies": training_copies(train, len(heldout), g),
     }
+    if k:
+        name = f"{k} class{'es' if k > 1 else ''} missing"
+        suite[name] = drop_classes(heldout, labels, present[:k].tolist(), g)
+    suite["training copies"] = training_copies(train, len(heldout), g)
+    return suite

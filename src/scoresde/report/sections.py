@@ -114,8 +114,9 @@ def metric_checks_section(data: ReportData, built: Built) -> Section | None:
         f"({result['n_reference']} images, less any equal to a held-out one), in the features of "
         f"{result['feature_extractor']}. A figure 'sees' a defect when its interval lies apart "
         "from the held-out images' own. Speckle: salt-and-pepper on 15% of the pixels of 30% of "
-        "the images; blur: Gaussian, 0.6 px; contrast scaled by 0.7; three classes missing: "
-        "the same count drawn from the other classes; training copies: training images. "
+        "the images; blur: Gaussian, 0.6 px; contrast scaled by 0.7; classes missing: about 30% "
+        "of the classes left out, the same count drawn from the others; training copies: "
+        "training images. "
         + QUESTIONS_TEXT)  # fmt: skip
     return Section("What the metrics see", [("text", text), ("table", table)])
 
