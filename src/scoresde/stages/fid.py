@@ -223,11 +223,19 @@ def check_metrics(params: dict, train_path: str, test_path: str, reference_path:
     if test["labels"] is None:
         raise DataError(f"{test_path} has no labels; the missing-classes check needs them")
     to_uint8 = Levels(int(test["levels"])).to_uint8
-    n = min(len(test["x"]), params["eval"]["checks"]["n_images"])
-    pick = torch.randperm(len(test["x"]), generator=torch.Generator().manual_seed(
-        params["eval"]["checks"]["seed"]))[:n]  # fmt: skip
+    full = load_reference(reference_path)
+    order = torch.randperm(len(test["x"]), generator=torch.Generator().manual_seed(
+        params["eval"]["checks"]["seed"]))  # fmt: skip
+    pick = order[: min(len(order), params["eval"]["checks"]["n_images"])]
+    reference = _without(full, to_uint8(test["x"][pick]))
+    if len(reference) < len(full) / 2:  # the reference is the held-out split: score half of it
+        pick = order[: len(order) // 2]
+        reference = _without(full, to_uint8(test["x"][pick]))
+    if len(pick) < 2 or len(reference) < 2:
+        raise StageError(f"check-metrics needs at least 2 held-out images and 2 reference images "
+                         f"that differ from them; {test_path} and {reference_path} leave "
+                         f"{len(pick)} and {len(reference)}: use more test images (data.n_test)")
     probes, labels = to_uint8(test["x"][pick]), test["labels"][pick]
-    reference = _without(load_reference(reference_path), probes)
     scorer = Scorer(params, reference, extractor_path, cuda, train_path, test_path, reference_path)
     rows = []
     for name, images in corruption_suite(probes, labels, to_uint8(train["x"]),
