@@ -117,9 +117,9 @@ def test_total_variation_exact():
     flat = torch.full((1, 1, 4, 4), 7, dtype=torch.uint8)
     checker = ((torch.arange(4)[:, None] + torch.arange(4)[None, :]) % 2 * 255).to(torch.uint8)
     assert float(corruptions.total_variation(flat)) == 0
-    assert float(corruptions.total_variation(checker[None, None])) == 1.0
+    assert float(corruptions.total_variation(checker[None, None])) == 2.0
     ramp = torch.tensor(np.tile(np.arange(4) * 85, (4, 1)), dtype=torch.uint8)[None, None]
-    assert float(corruptions.total_variation(ramp)) == pytest.approx((85 / 255 + 0) / 2)
+    assert float(corruptions.total_variation(ramp)) == pytest.approx(85 / 255 + 0)
 
 
 def test_sets_with_at_most_k_plus_one_points_give_nan_not_an_error():
@@ -146,3 +146,13 @@ def test_the_extractor_trains_on_any_number_of_steps(n):
     labels = torch.arange(n) % 2
     state, config = train_feature_extractor(x, labels, epochs=1, batch_size=64, width=4)
     assert config["feature_dim"] == 1 + 8 * 4 and torch.isfinite(state["feature_std"]).all()
+
+
+def test_speckle_lifts_total_variation_above_a_quarter():
+    """The speckled-share threshold (TV > 0.25) separates speckle from smooth images on a black
+    background (as Fashion-MNIST's)."""
+    smooth = torch.zeros((20, 1, 28, 28), dtype=torch.uint8)
+    smooth[:, :, 8:20, 8:20] = 180
+    speckled = corruptions.speckle(smooth, 1.0, torch.Generator().manual_seed(0))
+    assert (corruptions.total_variation(smooth) < 0.1).all()
+    assert (corruptions.total_variation(speckled) > 0.25).all()
