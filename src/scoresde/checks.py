@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 
 __all__ = ["choice", "device", "dtype", "eps", "flag", "function", "generator", "number", "options",
-           "sde", "shape", "show", "sizes", "start", "tensor", "times", "whole"]
+           "positive_range", "sde", "shape", "show", "sizes", "start", "tensor", "times", "whole"]
 
 
 def show(value) -> str:
@@ -135,6 +135,16 @@ def function(name: str, value):
     if not callable(value):
         raise ValueError(f"{name} must be a function (x, t) -> tensor, got {show(value)}")
     return value
+
+
+def positive_range(lo_name: str, lo, hi_name: str, hi, what: str) -> tuple[float, float]:
+    """Two finite numbers with 0 < lo < hi (an SDE's sigma or beta range), as floats."""
+    lo = number(lo_name, lo, 0.0, open_lo=True)
+    hi = number(hi_name, hi, 0.0, open_lo=True)
+    if not lo < hi:
+        raise ValueError(f"{what} needs 0 < {lo_name} < {hi_name}, got {lo_name}={lo}, "
+                         f"{hi_name}={hi}")
+    return lo, hi
 
 
 SDE_METHODS = ("sde", "marginal_prob", "prior_sampling", "reverse")

@@ -136,12 +136,8 @@ class VESDE(SDE):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, N: int = 1000):
         super().__init__(N)
-        sigma_min = checks.number("sigma_min", sigma_min, 0.0, open_lo=True)
-        sigma_max = checks.number("sigma_max", sigma_max, 0.0, open_lo=True)
-        if not sigma_min < sigma_max:
-            raise ValueError(f"VE SDE needs 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, "
-                             f"sigma_max={sigma_max}")
-        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        self.sigma_min, self.sigma_max = checks.positive_range("sigma_min", sigma_min, "sigma_max",
+                                                               sigma_max, "VE SDE")
         self.log_ratio = math.log(self.sigma_max / self.sigma_min)
 
     def sigma(self, t):
@@ -172,12 +168,8 @@ class VPSDE(SDE):
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
         super().__init__(N)
-        beta_min = checks.number("beta_min", beta_min, 0.0, open_lo=True)
-        beta_max = checks.number("beta_max", beta_max, 0.0, open_lo=True)
-        if not beta_min < beta_max:
-            raise ValueError(f"{self.name} SDE needs 0 < beta_min < beta_max, got beta_min={beta_min}, "
-                             f"beta_max={beta_max}")
-        self.beta_min, self.beta_max = beta_min, beta_max
+        self.beta_min, self.beta_max = checks.positive_range("beta_min", beta_min, "beta_max",
+                                                             beta_max, f"{self.name} SDE")
 
     def beta(self, t):
         return self.beta_min + t * (self.beta_max - self.beta_min)
