@@ -43,7 +43,6 @@ RECIPES = {
     "edm+min-snr": {"parameterization": "edm", "noise_distribution": "lognormal", "weighting": "min-snr"},
 }
 PAPER = {"parameterization": "paper", "noise_distribution": "uniform", "weighting": "paper"}
-SPECKLE_TV = 0.25
 
 
 def prepare(params: dict, work: Path, threads: int) -> dict:
@@ -87,10 +86,9 @@ def train_for(params: dict, sde_name: str, split: dict, budget: float, device) -
 
 def run(params: dict, sde_name: str, recipes, budget: float, n_samples: int, sampler: str,
         steps: int | None, denoise: bool, work: Path, threads: int) -> Table:
-    from scoresde.data import Levels
-    from scoresde.metrics.corruptions import total_variation
+    from scoresde.metrics.corruptions import SPECKLE_TV, speckled_share
     from scoresde.stages.cases import sampler_options
-    from scoresde.stages.common import draw_samples, load_reference, load_split, setup_torch
+    from scoresde.stages.common import draw_samples, load_reference, load_split, setup_torch, split_images
     from scoresde.stages.fid import Scorer
 
     sample = params["sample"]
@@ -98,11 +96,10 @@ def run(params: dict, sde_name: str, recipes, budget: float, n_samples: int, sam
     device = torch.device("cpu")
     paths = prepare(params, work, threads)
     split = load_split(paths["train"])
+    test = split_images(load_split(paths["test"]))
     scorer = Scorer(params, load_reference(paths["reference"]), str(paths["features"]), False,
-                    str(paths["train"]), str(paths["test"]))
-    test = load_split(paths["test"])
-    real_tv = float((total_variation(Levels(int(test["levels"])).to_uint8(test["x"])) > SPECKLE_TV)
-                    .double().mean())
+                    split_images(split), test)
+    real_tv = speckled_share(test)
     rows, level = [], params["eval"]["fid"]["bootstrap"]["confidence"]
     for name in recipes:
         recipe = {**params, "train": {**params["train"], **PAPER, **RECIPES[name]}}
@@ -114,7 +111,7 @@ def run(params: dict, sde_name: str, recipes, budget: float, n_samples: int, sam
                               sigma_min=sample["sigma_min"][sde_name],
                               options=sampler_options(sample, sde_name, sampler))[0][denoise]
         m = scorer.metrics(images)
-        speckled = float((total_variation(images) > SPECKLE_TV).double().mean())
+        speckled = speckled_share(images)
         rows.append([name, n_steps, loss, f"{m['fid']:.3g} [{m.get('fid_ci_low', float('nan')):.3g}, "
                      f"{m.get('fid_ci_high', float('nan')):.3g}]", m["precision"], m["recall"],
                      f"{speckled:.1%}"])

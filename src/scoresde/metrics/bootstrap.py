@@ -39,6 +39,15 @@ def frechet_distance(mu1, cov1, mu2, cov2, root2=None) -> torch.Tensor:
     return (diff * diff).sum(-1) + trace - 2 * tr_sqrt
 
 
+def paired_streams(seed: int) -> tuple[int, int]:
+    """(reference seed, sample seed): the two spawned streams of ``seed`` that every paired
+    bootstrap here draws from, the reference set's resamples once, each sample set's afresh."""
+    import numpy as np
+
+    ref, sample = (int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(2))
+    return ref, sample
+
+
 def _counts(n: int, b: int, generator: torch.Generator) -> torch.Tensor:
     """Multiplicities (b, n) of b resamples of n items with replacement."""
     idx = torch.randint(n, (b, n), generator=generator)
@@ -57,10 +66,7 @@ class BootstrapFID:
     """
 
     def __init__(self, f_reference: torch.Tensor, n_bootstrap: int, seed: int, chunk: int = 50):
-        import numpy as np
-
-        ref_seed, self._sample_seed = (int(s.generate_state(1)[0])
-                                       for s in np.random.SeedSequence(seed).spawn(2))  # fmt: skip
+        ref_seed, self._sample_seed = paired_streams(seed)
         self.n_bootstrap, self.seed, self.chunk = n_bootstrap, seed, chunk
         self.n_reference = len(f_reference)
         counts = _counts(len(f_reference), n_bootstrap, torch.Generator().manual_seed(ref_seed))
@@ -120,10 +126,7 @@ class BootstrapKID:
     stream restarted for every set. The kernels are built in row chunks (no R x R matrix kept)."""
 
     def __init__(self, f_reference: torch.Tensor, n_bootstrap: int, seed: int):
-        import numpy as np
-
-        ref_seed, self._sample_seed = (int(s.generate_state(1)[0])
-                                       for s in np.random.SeedSequence(seed + 1).spawn(2))  # fmt: skip
+        ref_seed, self._sample_seed = paired_streams(seed + 1)
         self.n_bootstrap, self.f_reference = n_bootstrap, f_reference.double().cpu()
         r = len(self.f_reference)
         self._c_reference = _counts(r, n_bootstrap, torch.Generator().manual_seed(ref_seed)).double()

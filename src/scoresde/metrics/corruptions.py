@@ -21,6 +21,14 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
     return dh + dw
 
 
+SPECKLE_TV = 0.25  # an image with total variation above this counts as speckled
+
+
+def speckled_share(images: torch.Tensor) -> float:
+    """The share of images whose :func:`total_variation` exceeds ``SPECKLE_TV``."""
+    return float((total_variation(images) > SPECKLE_TV).double().mean())
+
+
 def speckle(images: torch.Tensor, share: float, generator: torch.Generator,
             density: float = 0.15) -> torch.Tensor:
     """Salt-and-pepper speckle on a random ``share`` of the images: each of their pixels, with

@@ -34,10 +34,9 @@ import contextlib
 import io
 import math
 
-import numpy as np
 import torch
 
-from .bootstrap import _counts, bootstrap_interval
+from .bootstrap import _counts, bootstrap_interval, paired_streams
 
 MANIFOLD_KEYS = ("precision", "recall", "density", "coverage")
 
@@ -102,8 +101,7 @@ class Manifold:
         # prdc needs k + 2 images of each set (a k-th neighbour besides itself): else NaN figures
         self.radii = (knn_radii(self.f_reference, nearest_k) if len(f_reference) >= nearest_k + 2
                       else None)  # fmt: skip
-        ref_seed, self._sample_seed = (int(s.generate_state(1)[0])
-                                       for s in np.random.SeedSequence(seed).spawn(2))  # fmt: skip
+        ref_seed, self._sample_seed = paired_streams(seed)
         self._c_reference = _counts(len(self.f_reference), n_bootstrap,
                                     torch.Generator().manual_seed(ref_seed))  # fmt: skip
 

@@ -39,8 +39,6 @@ _NOTE = (
     "noise_std for a draw consistent with the measurement), FID of the reconstructions.")
 
 
-
-
 def note(datasets: Sequence[str]) -> str:
     """The section's text, naming the classifier of the dataset(s) shown."""
     names = list(dict.fromkeys(datasets)) or ["dataset"]

@@ -65,7 +65,7 @@ def checks_table(path) -> tuple[pd.DataFrame, dict]:
     result = json.loads(Path(path).read_text())
     rows, clean = result["rows"], result["rows"][0]
     table = [{
-        "images": r["images"], "speckled (TV > 0.25)": f"{r['speckled']:.0%}",
+        "images": r["images"], f"speckled (TV > {result.get('speckle_tv', 0.25)})": f"{r['speckled']:.0%}",
         **{key.upper() if key in ("fid", "kid") else key: figure_cell(r, key) for key in CHECK_COLUMNS},
         "FID / held-out": f"{r['fid'] / clean['fid']:.1f}x" if clean["fid"] > 0 else "n/a",
         "seen by (interval apart from held-out)": ", ".join(seen_by(r, clean)) or "none",

@@ -23,14 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 from scoresde.report.formatting import is_none, missing
-from scoresde.report.seeds import merge_seeds
+from scoresde.report.seeds import FIGURES, merge_seeds
 
 FID_COLUMNS = [
     "dataset", "sde", "sampler", "predictor", "corrector", "steps", "denoise", "nfe", "fid",
     "kid", "kid_std", "seconds", "feature_extractor", "n_samples", "fid_ci_low", "fid_ci_high",
     "seeds", "fid_seed_sd", "kid_ci_low", "kid_ci_high",
-    *(f"{key}{end}" for key in ("precision", "recall", "density", "coverage", "memorised")
-      for end in ("", "_ci_low", "_ci_high")),
+    *(f"{key}{end}" for key in FIGURES for end in ("", "_ci_low", "_ci_high")),
     "memorised_heldout", "copy_z",
 ]  # fmt: skip
 FIGURE_COLUMNS = FID_COLUMNS[FID_COLUMNS.index("kid_ci_low"):]  # numbers of the fid stage's new figures

@@ -22,7 +22,7 @@ CASE_KEY = ("dataset", "sde", "case")
 # must agree between seeds for their FIDs to be averaged
 SAME = ("sampler", "predictor", "corrector", "steps", "denoise", "n_samples", "n_reference",
         "bootstrap_n", "bootstrap_seed", "feature_extractor")  # fmt: skip
-FIGURES = ("precision", "recall", "density", "coverage", "memorised")
+FIGURES = ("precision", "recall", "density", "coverage", "memorised")  # the fid stage's shares
 MEAN = ("nfe", "fid", "kid", "seconds", *FIGURES)
 
 

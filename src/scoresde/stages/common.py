@@ -133,6 +133,13 @@ def load_reference(path: str | os.PathLike) -> torch.Tensor:
     return obj["images"]
 
 
+def split_images(split: dict) -> torch.Tensor:
+    """A processed split's images as uint8 0..255 (its ``levels`` mapped onto the 8-bit grid)."""
+    from scoresde.data import Levels
+
+    return Levels(int(split["levels"])).to_uint8(split["x"])
+
+
 # glibc's mallopt parameters (malloc.h): a stage allocates and frees the same few-MB activations
 # thousands of times; with the defaults each one is a fresh mmap whose pages fault in again.
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3

@@ -36,6 +36,7 @@ from scoresde.stages.common import (
     provenance,
     save_tensors,
     setup_torch,
+    split_images,
     timer,
     write_json,
 )
@@ -193,7 +194,7 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path
             labels.append(torch.full((cc["n_per_class"],), k, dtype=torch.long))
     images, labels = torch.cat(images), torch.cat(labels)
     state = {k_: v for k_, v in fnet.state_dict().items()}
-    train_uint8 = Levels(int(split["levels"])).to_uint8(split["x"])
+    train_uint8 = split_images(split)
     space = FeatureSpace(extractor)  # one extractor for every class's reference
     rows = []
     names = split.get("classes") or []

@@ -28,6 +28,7 @@ from scoresde.stages.common import (
     provenance,
     read_json,
     setup_torch,
+    split_images,
     write_json,
 )
 
@@ -64,11 +65,14 @@ def train_features(params: dict, train_path: str, test_path: str | None, out: st
 
 
 class Scorer:
-    """Reference features and their bootstrap resamples, computed once for all cases of a job."""
+    """Reference features and their bootstrap resamples, computed once for all cases of a job.
 
-    def __init__(self, params: dict, reference, extractor_path: str, cuda: bool,
-                 train_path: str, test_path: str, reference_path: str | None = None):
-        from scoresde.data import Levels
+    ``reference``, ``train``, ``heldout``: uint8 images of the reference set, the training split
+    (the memorised share's copies) and the held-out test split (its distances' baseline).
+    """
+
+    def __init__(self, params: dict, reference, extractor_path: str, cuda: bool, train, heldout,
+                 reference_path: str | None = None):
         from scoresde.metrics import BootstrapFID, BootstrapKID, FeatureSpace, cpu_threads
         from scoresde.metrics.manifold import CopyDetector, Manifold
 
@@ -77,10 +81,7 @@ class Scorer:
         self.extractor_path, self.reference = extractor_path, reference
         self.space = FeatureSpace(extractor_path, cuda=cuda, batch_size=self.fid["batch_size"])
         self.f_reference = self.space.features(self.reference)
-        split_features = {}
-        for name, path in (("train", train_path), ("test", test_path)):
-            split = load_split(path)
-            split_features[name] = self.space.features(Levels(int(split["levels"])).to_uint8(split["x"]))
+        f_train, f_heldout = self.space.features(train), self.space.features(heldout)
         boot, man = self.fid["bootstrap"], ev["manifold"]
         self.bootstrap = self.kid_bootstrap = None
         with cpu_threads(self.space.num_threads):
@@ -89,8 +90,8 @@ class Scorer:
                 self.kid_bootstrap = BootstrapKID(self.f_reference, boot["n"], boot["seed"])
             self.manifold = Manifold(self.f_reference, man["nearest_k"], boot["n"], boot["seed"],
                                      boot["confidence"])  # fmt: skip
-            self.copies = CopyDetector(split_features["train"], split_features["test"],
-                                       man["memorised_ratio"], boot["confidence"])  # fmt: skip
+            self.copies = CopyDetector(f_train, f_heldout, man["memorised_ratio"],
+                                       boot["confidence"])  # fmt: skip
         self.inception = None
         if ev["inception_weights"]:
             self.inception = FeatureSpace(inception_weights=ev["inception_weights"], cuda=cuda,
@@ -189,12 +190,12 @@ def run(params: dict, samples: list[str], metas: list[str], reference_path: str,
                          "or set it to null")
     setup_torch(threads)
     cuda = pick_device(device_name).type == "cuda"
-    scorer = Scorer(params, load_reference(reference_path), extractor_path, cuda, train_path,
-                    test_path, reference_path)
+    train, test = (split_images(load_split(p)) for p in (train_path, test_path))
+    scorer = Scorer(params, load_reference(reference_path), extractor_path, cuda, train, test,
+                    reference_path)
     return [score_case(params, scorer, s, m, o) for s, m, o in zip(samples, metas, outs, strict=True)]
 
 
-CHECK_FIGURES = ("fid", "kid", "precision", "recall", "density", "coverage", "memorised")
 
 
 def _without(reference, probes):
@@ -213,40 +214,39 @@ def check_metrics(params: dict, train_path: str, test_path: str, reference_path:
     :class:`Scorer` against the reference set (less any image equal to a probe); one JSON."""
     import torch
 
-    from scoresde.data import Levels
-    from scoresde.metrics.corruptions import corruption_suite, total_variation
+    from scoresde.metrics.corruptions import SPECKLE_TV, corruption_suite, speckled_share
+    from scoresde.metrics.manifold import MANIFOLD_KEYS
     from scoresde.utils import pick_device
 
     setup_torch(threads)
     cuda = pick_device(device_name).type == "cuda"
-    train, test = load_split(train_path), load_split(test_path)
-    if test["labels"] is None:
+    train_split, test_split = load_split(train_path), load_split(test_path)
+    if test_split["labels"] is None:
         raise DataError(f"{test_path} has no labels; the missing-classes check needs them")
-    to_uint8 = Levels(int(test["levels"])).to_uint8
+    train, test = split_images(train_split), split_images(test_split)
     full = load_reference(reference_path)
-    order = torch.randperm(len(test["x"]), generator=torch.Generator().manual_seed(
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(
         params["eval"]["checks"]["seed"]))  # fmt: skip
     pick = order[: min(len(order), params["eval"]["checks"]["n_images"])]
-    reference = _without(full, to_uint8(test["x"][pick]))
+    reference = _without(full, test[pick])
     if len(reference) < len(full) / 2:  # the reference is the held-out split: score half of it
         pick = order[: len(order) // 2]
-        reference = _without(full, to_uint8(test["x"][pick]))
+        reference = _without(full, test[pick])
     if len(pick) < 2 or len(reference) < 2:
         raise StageError(f"check-metrics needs at least 2 held-out images and 2 reference images "
                          f"that differ from them; {test_path} and {reference_path} leave "
                          f"{len(pick)} and {len(reference)}: use more test images (data.n_test)")
-    probes, labels = to_uint8(test["x"][pick]), test["labels"][pick]
-    scorer = Scorer(params, reference, extractor_path, cuda, train_path, test_path, reference_path)
+    scorer = Scorer(params, reference, extractor_path, cuda, train, test, reference_path)
     rows = []
-    for name, images in corruption_suite(probes, labels, to_uint8(train["x"]),
+    for name, images in corruption_suite(test[pick], test_split["labels"][pick], train,
                                          params["eval"]["checks"]["seed"]).items():
         m = scorer.metrics(images)
         m.pop("fid_bootstrap", None)
-        rows.append({"images": name, "n": len(images),
-                     "speckled": float((total_variation(images) > 0.25).double().mean()), **m})
-        log(f"{name}: " + ", ".join(f"{k} {m[k]:.3f}" for k in CHECK_FIGURES))
-    result = {"rows": rows, "n_reference": len(reference), "dataset": train["name"],
-              "feature_extractor": scorer.space.label}  # fmt: skip
+        rows.append({"images": name, "n": len(images), "speckled": speckled_share(images), **m})
+        log(f"{name}: " + ", ".join(f"{k} {m[k]:.3f}"
+                                    for k in ("fid", "kid", *MANIFOLD_KEYS, "memorised")))
+    result = {"rows": rows, "n_reference": len(reference), "dataset": train_split["name"],
+              "speckle_tv": SPECKLE_TV, "feature_extractor": scorer.space.label}  # fmt: skip
     write_json(out, {**result, "config": provenance(
         "check-metrics", {"eval": {k: params["eval"][k] for k in ("fid", "manifold", "checks")}},
         train=str(train_path), test=str(test_path), reference=str(reference_path),
