@@ -85,15 +85,26 @@ class FeatureClassifier(nn.Module):
         class, the head's input, kept last). Several depths, not only the last pooled layer:
         last-layer features of a classifier are nearly blind to local defects."""
         h0, h1, h2, h3 = self._stages(x)
-        last = F.silu(self.out_norm(h3))
-        return torch.cat([_detail(x), _detail(h0), _detail(h1), _detail(h2), last.mean((2, 3))],
+        return torch.cat([_detail(x), _detail(h0), _detail(h1), _detail(h2), self._head_input(h3)],
                          dim=1)  # fmt: skip
 
+    def _head_input(self, h3):
+        """The last stage's normalised, activated, globally pooled activations (B, 4w)."""
+        return F.silu(self.out_norm(h3)).mean((2, 3))
+
+    def logits_of(self, raw):
+        """Class logits from :meth:`raw_features` (the head reads their last 4w values)."""
+        return self.head(raw[:, -self.head.in_features :])
+
+    def standardise(self, raw):
+        """:meth:`raw_features` on the training set's per-feature scale."""
+        return (raw - self.feature_mean) / self.feature_std
+
     def features(self, x):
-        return (self.raw_features(x) - self.feature_mean) / self.feature_std
+        return self.standardise(self.raw_features(x))
 
     def forward(self, x):
-        return self.head(F.silu(self.out_norm(self._stages(x)[-1])).mean((2, 3)))
+        return self.head(self._head_input(self._stages(x)[-1]))
 
 
 def build_feature_classifier(config: dict) -> FeatureClassifier:
@@ -282,9 +293,9 @@ def _fit(x, y, config, progress):
         loss = _train_epoch(net, opt, sched, x, y, batch_size, gen, config["shift"], config["flip"])
     config["train_loss"] = loss
     net.eval()
-    h = _batched(net.raw_features, x)  # one pass: the logits are the head of the last stage's part
+    h = _batched(net.raw_features, x)  # one pass gives the features' statistics and the logits
     with torch.no_grad():
-        logits = net.head(h[:, -net.head.in_features :])
+        logits = net.logits_of(h)
     config["train_accuracy"] = float((logits.argmax(1) == y).float().mean())
     net.feature_mean.copy_(h.mean(0))
     net.feature_std.copy_(h.std(0) + 1e-6 if len(h) > 1 else torch.ones_like(h[0]))

@@ -56,9 +56,11 @@ class ClassifierFeatureExtractor(FeatureExtractorBase):
             x = x.mean(dim=1, keepdim=True)
         if tuple(x.shape[2:]) != self.image_size:
             x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True)
-        # float64 so that torch-fidelity's KID kernel sums do not lose precision
-        out = {"features": self.net.features(x).double(), "logits": self.net(x).double()}
-        return tuple(out[name] for name in self.features_list)
+        # one pass through the network for both outputs; float64 so that torch-fidelity's KID
+        # kernel sums do not lose precision
+        raw = self.net.raw_features(x)
+        out = {"features": lambda: self.net.standardise(raw), "logits": lambda: self.net.logits_of(raw)}
+        return tuple(out[name]().double() for name in self.features_list)
 
 
 def register_classifier_extractor() -> str:
