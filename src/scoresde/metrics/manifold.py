@@ -47,12 +47,18 @@ def _cdist(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     return torch.cat([torch.cdist(a[i : i + chunk], b) for i in range(0, len(a), chunk)])
 
 
+def _per_row(a: torch.Tensor, b: torch.Tensor, reduce) -> torch.Tensor:
+    """``reduce`` of each row of the distances from ``a`` to ``b``, computed a block of rows at a
+    time (about 128 MiB of distances), so that no (A, B) matrix is held."""
+    rows = max(1, (1 << 24) // max(1, len(b)))
+    return torch.cat([reduce(_cdist(a[i : i + rows], b)) for i in range(0, len(a), rows)])
+
+
 def knn_radii(f: torch.Tensor, k: int) -> torch.Tensor:
     """Distance of each point to its k-th nearest neighbour among the others (float64)."""
     if not 1 <= k < len(f):
         raise ValueError(f"nearest_k={k} must be in 1..{len(f) - 1} (fewer points than neighbours)")
-    return torch.cat([_cdist(f[i : i + 4096], f).kthvalue(k + 1, dim=1).values
-                      for i in range(0, len(f), 4096)])  # fmt: skip
+    return _per_row(f, f, lambda d: d.kthvalue(k + 1, dim=1).values)
 
 
 def _library_prdc(f_samples: torch.Tensor, f_reference: torch.Tensor, k: int) -> dict:
@@ -131,8 +137,7 @@ class Manifold:
 
 def nearest_distances(f: torch.Tensor, f_train: torch.Tensor) -> torch.Tensor:
     """Distance of each row of ``f`` to its nearest row of ``f_train`` (float64)."""
-    rows = max(1, (1 << 24) // max(1, len(f_train)))  # about 128 MiB of distances at a time
-    return torch.cat([_cdist(f[i : i + rows], f_train).min(1).values for i in range(0, len(f), rows)])
+    return _per_row(f, f_train, lambda d: d.min(1).values)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
