@@ -3,6 +3,13 @@
 * :func:`conditional_score`: the score of p_t(x | y) = s(x, t) + grad_x log p_t(y | x) (eq. 14,
   App. I.1), e.g. with a noise-conditional classifier; it is an ordinary ``score_fn``, so
   ``pc_sample`` and ``ode_sample`` draw class-conditional samples unchanged.
+* :func:`classifier_free_score`: classifier-free guidance (Ho & Salimans 2022) with a
+  class-conditional score s(x, t | y) that also knows "no label": (1 + w) s(x, t | y) - w s(x, t),
+  the score of the tilted density p_t(x | y)^(1 + w) p_t(x)^(-w) at every t (up to its
+  normalisation); an ordinary ``score_fn`` too. Like classifier guidance with scale 1 + w it
+  sharpens each p_t towards the class; the samples it ends at are not the tilted density at t = 0
+  (the tilted p_t are not the marginals of one diffusion), but a Langevin chain at a fixed t
+  samples that t's tilted density exactly as its step goes to zero.
 * :func:`inpaint`: imputation of the entries where ``mask == 0`` given ``y`` where ``mask == 1``.
   ``replace`` is the paper's method (App. I.2): after every predictor and corrector update the
   observed entries are replaced by a draw from the perturbation kernel p_0t(y(t) | y). It
@@ -47,7 +54,8 @@ from .sampling.common import (
 from .sde import SDE
 from .utils import append_dims, randn
 
-__all__ = ["METHODS", "SMC_PREDICTORS", "check_mask", "colorize", "colour_matrix", "conditional_score",
+__all__ = ["METHODS", "SMC_PREDICTORS", "check_mask", "classifier_free_score", "colorize",
+           "colour_matrix", "conditional_score",
            "couple", "decouple", "gaussian_kernel", "inpaint", "repaint_schedule",
            "systematic_resample"]
 
@@ -79,6 +87,39 @@ def conditional_score(score_fn, log_prob_fn, scale: float = 1.0):
                                  f"{tuple(logp.shape)}")
             (grad,) = torch.autograd.grad(logp.sum(), xg)
         return score_fn(x, t) + scale * grad.to(x.dtype)
+
+    return score
+
+
+def classifier_free_score(class_score_fn, labels, weight: float, null_label: int):
+    """(1 + w) s(x, t | y) - w s(x, t): classifier-free guidance (Ho & Salimans 2022, eq. 6 in
+    score form) with guidance weight ``weight`` = w >= 0 (w = 0: the plain conditional score).
+
+    ``class_score_fn(x, t, labels) -> score`` is a class-conditional score whose label
+    ``null_label`` means "no label" (the unconditional score s(x, t)), e.g.
+    ``losses.get_class_score_fn`` of a network trained with label dropout. ``labels``: one class
+    for the whole batch or one per sample. For w > 0 the conditional and the unconditional score
+    are one call on the doubled batch (2B), so a network sees one larger batch per step.
+    """
+    checks.function("class_score_fn", class_score_fn)
+    weight = checks.number("weight", weight, 0.0)
+    null_label = checks.whole("null_label", null_label, 1)
+    labels = torch.as_tensor(labels)
+    if labels.numel() == 0 or int(labels.min()) < 0 or int(labels.max()) >= null_label:
+        raise ValueError(f"class label(s) {labels.reshape(-1).tolist()[:8]} outside the classes "
+                         f"0..{null_label - 1} (label {null_label} means no label)")
+
+    def score(x, t):
+        B = x.shape[0]
+        y = labels.to(x.device).long().reshape(-1)
+        y = y.expand(B) if y.numel() == 1 else y
+        t = t.reshape(-1).expand(B) if t.numel() == 1 else t
+        if weight == 0:
+            return class_score_fn(x, t, y)
+        both = class_score_fn(torch.cat([x, x]), torch.cat([t, t]),
+                              torch.cat([y, torch.full_like(y, null_label)]))
+        cond, uncond = both[:B], both[B:]
+        return cond + weight * (cond - uncond)
 
     return score
 

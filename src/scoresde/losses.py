@@ -19,6 +19,8 @@ the kernel): ``loss = w(t) |r|^2``. Each weighting is stated on the loss it was 
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from . import checks
@@ -90,6 +92,18 @@ def get_score_fn(sde: SDE, model: torch.nn.Module, parameterization: str = "pape
         return paper_score_fn(sde, model)
     sigma_data = checks.number("sigma_data", sigma_data, 0.0, open_lo=True)
     return edm_score_fn(sde, model, sigma_data)
+
+
+def get_class_score_fn(sde: SDE, model: torch.nn.Module, parameterization: str = "paper",
+                       sigma_data: float = 0.5):
+    """A class-conditional network (``model(x, cond, labels)``) as ``score_fn(x, t, labels)``:
+    the score of p_t(x | y) for labels y in 0..K-1, of p_t(x) for the "no label" K (classifier-free
+    guidance, ``scoresde.controllable.classifier_free_score``)."""
+
+    def score_fn(x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return get_score_fn(sde, partial(model, labels=labels), parameterization, sigma_data)(x, t)
+
+    return score_fn
 
 
 def sample_times(sde: SDE, batch: int, generator: Generator = None, eps: float = 1e-5,

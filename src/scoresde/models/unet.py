@@ -49,17 +49,31 @@ class UNet(nn.Module):
     embedded (Gaussian Fourier features or sinusoidal) and passed through a 2-layer MLP of
     width 4 * channels, added inside every residual block. The output conv is zero-initialised,
     so the untrained network outputs 0.
+
+    With ``num_classes`` = K > 0 the network is class-conditional, s(x, c, y), for
+    classifier-free guidance (Ho & Salimans 2022): a learned embedding of the label y in
+    0..K-1, or of "no label" (y = K, also what ``labels=None`` means), is added to the time
+    embedding. The embedding starts at zero, so the untrained network ignores the label.
     """
 
     def __init__(self, image_size: int, in_channels: int = 1, channels: int = 32,
                  channel_mult: Sequence[int] = (1, 2), num_res_blocks: int = 1,
                  attn_resolutions: Sequence[int] = (), dropout: float = 0.0,
-                 embedding: str = "positional", fourier_scale: float = 16.0):
+                 embedding: str = "positional", fourier_scale: float = 16.0,
+                 num_classes: int = 0):
         super().__init__()
         check_unet_args(image_size, channels, channel_mult, attn_resolutions, dropout, embedding)
+        if num_classes < 0 or int(num_classes) != num_classes:
+            raise ValueError(f"model.num_classes={num_classes} must be a whole number >= 0 (0 = "
+                             "unconditional)")
         self.image_size, self.in_channels = image_size, in_channels
+        self.num_classes = int(num_classes)
         temb_dim = 4 * channels
         self.embed = NoiseEmbedding(embedding, channels, temb_dim, fourier_scale)
+        self.label_embed = None
+        if self.num_classes:  # row K is "no label"
+            self.label_embed = nn.Embedding(self.num_classes + 1, temb_dim)
+            nn.init.zeros_(self.label_embed.weight)
         block = dict(temb_dim=temb_dim, dropout=dropout)
         attn_at = {image_size // 2**i for i in range(len(channel_mult))} & set(attn_resolutions)
 
@@ -98,14 +112,28 @@ class UNet(nn.Module):
         return nn.ModuleList([block, AttnBlock(block.conv1.out_channels)] if res in attn_at
                              else [block])
 
+    def _labels(self, labels: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+        """(B,) labels in 0..K (K = no label; None: no label for the whole batch)."""
+        if labels is None:
+            return torch.full((batch,), self.num_classes, dtype=torch.long, device=device)
+        labels = torch.as_tensor(labels, device=device).long().reshape(-1)
+        return labels.expand(batch) if labels.numel() == 1 else labels
+
     @staticmethod
     def _run(stage: nn.ModuleList, h: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         h = stage[0](h, temb)
         return stage[1](h) if len(stage) > 1 else h
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
         cond = cond.reshape(-1).expand(x.shape[0]) if cond.numel() == 1 else cond
         temb = self.embed(cond)
+        if self.label_embed is not None:
+            temb = temb + self.label_embed(self._labels(labels, x.shape[0], temb.device))
+        elif labels is not None:
+            raise ValueError("this network is unconditional (model.num_classes = 0) and takes "
+                             "no labels; train a class-conditional one for classifier-free "
+                             "guidance")
         hs = [self.conv_in(x)]
         for stage in self.down:
             hs.append(self._run(stage, hs[-1], temb))
