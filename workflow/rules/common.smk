@@ -230,6 +230,8 @@ CTRL_SDES = [s for s in (CTRL["sdes"] or SDES) if s in SDES] if CTRL["enabled"] 
 INPAINT_CASES = expand(
     "{mask}_{method}", mask=CTRL["inpaint"]["masks"], method=CTRL["inpaint"]["methods"]
 )
+GUIDANCE = CTRL["conditional"]["guidance"]
+FREE_ITERS = settings.free_iters(config)  # the classifier-free network's one snapshot
 INVERSE_CASES = expand(
     "{task}_{method}", task=CTRL["inverse"]["tasks"], method=CTRL["inverse"]["methods"]
 )
@@ -250,6 +252,26 @@ def controllable_results(wildcards=None):
             *(["colorize"] if RGB else []),
             *[f"inverse/{case}" for case in INVERSE_CASES],
         ],
+    )
+
+
+def guidance_inputs(wildcards):
+    """conditional_sample's guides: the classifier and / or the classifier-free network."""
+    base = f"controllable/{wildcards.dataset}/{wildcards.sde}"
+    out = {}
+    if "classifier" in GUIDANCE:
+        out["classifier"] = f"{base}/classifier.pt"
+    if "free" in GUIDANCE:
+        out["free"] = f"{base}/free/step_{FREE_ITERS}.pt"
+    return out
+
+
+def guidance_args(wildcards, input):
+    """conditional_sample's --classifier / --free arguments for the guides it has."""
+    return " ".join(
+        f"--{name} {path}"
+        for name, path in (("classifier", input.get("classifier")), ("free", input.get("free")))
+        if path
     )
 
 
@@ -289,7 +311,8 @@ def job_names():
         "sample": samples if PER_CASE else sdes + seeds,
         "fid": sdes + seeds,
         "likelihood": sdes,
-        "train_classifier": ctrl,
+        "train_classifier": ctrl if "classifier" in GUIDANCE else [],
+        "train_conditional": ctrl if "free" in GUIDANCE else [],
         "conditional_sample": ctrl,
         "inpaint": ctrl + ([f"{job}_colorize" for job in ctrl] if RGB else []),
         "inverse": ctrl if INVERSE_CASES else [],

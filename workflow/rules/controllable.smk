@@ -26,11 +26,43 @@ rule train_classifier:
         )
 
 
+# Classifier-free guidance's class-conditional score network (controllable.free): the train
+# stage with label dropout, one snapshot at the end.
+rule train_conditional:
+    input:
+        "data/processed/{dataset}/train.pt",
+    output:
+        checkpoint=f"controllable/{{dataset}}/{{sde}}/free/step_{FREE_ITERS}.pt",
+        log_csv="controllable/{dataset}/{sde}/free/train_log.csv",
+        config="controllable/{dataset}/{sde}/free/config.json",
+    log:
+        log_file("train_conditional"),
+    benchmark:
+        benchmark_file("train_conditional")
+    conda:
+        ENV
+    threads: res("train", "threads")
+    resources:
+        **job_resources("train"),
+    params:
+        cfg=stage_params("train-conditional", per_sde=True),
+        out_dir=lambda wildcards, output: os.path.dirname(output.log_csv),
+        device=config["train"]["device"],
+    shell:
+        scoresde(
+            "train",
+            "--class-conditional --data {input} --sde {wildcards.sde} "
+            "--out-dir {params.out_dir} --log-csv {output.log_csv} "
+            "--config-out {output.config}",
+        )
+
+
 rule conditional_sample:
     input:
+        unpack(guidance_inputs),
         checkpoint="checkpoints/{dataset}/{sde}/best.pt",
-        classifier="controllable/{dataset}/{sde}/classifier.pt",
         train="data/processed/{dataset}/train.pt",
+        test="data/processed/{dataset}/test.pt",
         extractor="checkpoints/{dataset}/fid_features.pt",
     output:
         samples="controllable/{dataset}/{sde}/conditional.pt",
@@ -47,12 +79,13 @@ rule conditional_sample:
     params:
         cfg=stage_params("conditional-sample", per_sde=True),
         device=CTRL["device"],
+        guides=guidance_args,
     shell:
         scoresde(
             "conditional-sample",
-            "--checkpoint {input.checkpoint} --classifier {input.classifier} "
-            "--data {input.train} --extractor {input.extractor} --sde {wildcards.sde} "
-            "--out {output.samples} --metrics {output.metrics}",
+            "--checkpoint {input.checkpoint} {params.guides} "
+            "--data {input.train} --test {input.test} --extractor {input.extractor} "
+            "--sde {wildcards.sde} --out {output.samples} --metrics {output.metrics}",
         )
 
 

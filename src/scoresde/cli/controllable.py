@@ -19,14 +19,14 @@ def cmd_train_classifier(args) -> None:
 
 
 def cmd_conditional_sample(args) -> None:
-    from scoresde.stages import controllable
+    from scoresde.stages import guidance
 
     sde = check_sde(args.sde)
     params = params_of(args)
-    controllable.conditional_sample(job_params(params, "conditional-sample", sde),
-                                    args.checkpoint, args.classifier, args.data, args.extractor,
-                                    args.out, args.metrics, expect_sde=sde,
-                                    **runtime(args, params, "controllable"))
+    guidance.conditional_sample(job_params(params, "conditional-sample", sde), args.checkpoint,
+                                args.classifier, args.free, args.data, args.test, args.extractor,
+                                args.out, args.metrics, expect_sde=sde,
+                                **runtime(args, params, "controllable"))
 
 
 def cmd_inpaint(args) -> None:
@@ -70,10 +70,15 @@ def add_controllable_parsers(sub) -> None:
     add_common(p)
     p.set_defaults(func=cmd_train_classifier)
 
-    p = sub.add_parser("conditional-sample", help="class-conditional samples, accuracy, FID")
+    p = sub.add_parser("conditional-sample", help="class-conditional samples by classifier and "
+                       "classifier-free guidance: strengths swept and chosen, accuracy, FID")
     add_path(p, "--checkpoint", "input: score-model checkpoint (best.pt)")
-    add_path(p, "--classifier", "input: classifier checkpoint of the same dataset and SDE")
+    add_path(p, "--classifier", "input: noise-conditional classifier of the same dataset and SDE "
+             "(guidance 'classifier')", required=False)
+    add_path(p, "--free", "input: class-conditional network of `train --class-conditional` "
+             "(guidance 'free')", required=False)
     add_path(p, "--data", "input: processed training split (per-class FID reference)")
+    add_path(p, "--test", "input: processed test split (held-out images the strength is chosen on)")
     add_path(p, "--extractor", "input: FID feature classifier checkpoint")
     add_path(p, "--out", "output: samples (images, labels)")
     add_path(p, "--metrics", "output: metrics JSON (one row per class)")

@@ -36,8 +36,14 @@ def cmd_train(args) -> None:
 
     sde = check_sde(args.sde)
     params = params_of(args)
-    train.run(job_params(params, "train", sde), args.data, sde,
-              args.out_dir, args.log_csv, args.config_out, **runtime(args, params, "train"))
+    if args.class_conditional:
+        from scoresde.stages.config import class_conditional_params
+
+        job = class_conditional_params(job_params(params, "train-conditional", sde))
+    else:
+        job = job_params(params, "train", sde)
+    train.run(job, args.data, sde, args.out_dir, args.log_csv, args.config_out,
+              **runtime(args, params, "train"))
 
 
 def cmd_select(args) -> None:
@@ -175,6 +181,9 @@ def add_stage_parsers(sub) -> None:
     add_path(p, "--out-dir", "output directory for step_{k}.pt snapshots")
     add_path(p, "--log-csv", "output: training-loss log (step, loss, lr, seconds)")
     add_path(p, "--config-out", "output: resolved parameters (config.json)")
+    p.add_argument("--class-conditional", action="store_true",
+                   help="train the class-conditional network of classifier-free guidance "
+                        "(controllable.free: label dropout, steps, seed; one snapshot)")
     add_common(p)
     p.set_defaults(func=cmd_train)
 

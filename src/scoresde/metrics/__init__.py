@@ -43,6 +43,7 @@ from .classifier import (
     as_uint8_images,
     build_feature_classifier,
     classifier_accuracy,
+    classifier_predictions,
     cpu_threads,
     load_feature_extractor,
     train_feature_extractor,
@@ -56,7 +57,8 @@ _FIDELITY = (
 __all__ = [
     "EXTRACTOR_NAME", "BootstrapFID", "BootstrapKID", "FeatureClassifier", "as_uint8_images",
     "bootstrap_interval",
-    "build_feature_classifier", "classifier_accuracy", "cpu_threads", "frechet_distance",
+    "build_feature_classifier", "classifier_accuracy", "classifier_predictions", "cpu_threads",
+    "frechet_distance",
     "load_feature_extractor", "train_feature_extractor", *_FIDELITY,
 ]  # fmt: skip
 

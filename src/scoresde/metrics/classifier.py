@@ -302,13 +302,18 @@ def _fit(x, y, config, progress):
     return {k: v.cpu() for k, v in net.state_dict().items()}
 
 
-def classifier_accuracy(state_dict: dict, config: dict, images, labels, levels=None) -> float:
-    """Top-1 accuracy of a trained feature classifier on held-out labelled images."""
+def classifier_predictions(state_dict: dict, config: dict, images, levels=None) -> torch.Tensor:
+    """The trained feature classifier's top-1 class of each image, (N,) long."""
     net = build_feature_classifier(config)
     net.load_state_dict(state_dict)
     net.eval()
-    x = _to_unit_input(as_uint8_images(images, levels))
-    return float((_batched(net, x).argmax(1) == torch.as_tensor(labels)).float().mean())
+    return _batched(net, _to_unit_input(as_uint8_images(images, levels))).argmax(1)
+
+
+def classifier_accuracy(state_dict: dict, config: dict, images, labels, levels=None) -> float:
+    """Top-1 accuracy of a trained feature classifier on held-out labelled images."""
+    predicted = classifier_predictions(state_dict, config, images, levels)
+    return float((predicted == torch.as_tensor(labels)).float().mean())
 
 
 def load_feature_extractor(path) -> tuple[FeatureClassifier, dict]:

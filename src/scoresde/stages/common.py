@@ -224,6 +224,15 @@ def checkpoint_score_fn(sde, model, config: dict):
     return losses.get_score_fn(sde, model, recorded["name"], recorded.get("sigma_data", 0.5))
 
 
+def checkpoint_class_score_fn(sde, model, config: dict):
+    """``score_fn(x, t, labels)`` of a class-conditional train checkpoint (classifier-free
+    guidance's network; label ``num_classes`` = no label), read by its parameterisation."""
+    from scoresde import losses
+
+    recorded = config.get("parameterization", {"name": "paper"})
+    return losses.get_class_score_fn(sde, model, recorded["name"], recorded.get("sigma_data", 0.5))
+
+
 def batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n, batch_size):
         yield start, min(batch_size, n - start)

@@ -390,9 +390,11 @@ STAGE_KEYS = {
     "check-metrics": ("eval.fid", "eval.manifold", "eval.checks", "eval.inception_weights"),
     "likelihood": ("eval.likelihood",),
     "report": GROUPS,
+    "train-conditional": ("data.centered", "model", "sde", "train", "controllable.free"),
     "train-classifier": ("data.centered", "model.fourier_scale", "sde", "train.dequantize",
                          "controllable.classifier"),
-    "conditional-sample": ("controllable.conditional", "sample.sigma_min", "sample.sde_options"),
+    "conditional-sample": ("controllable.conditional", "sample.sigma_min", "sample.sde_options",
+                           "sample.snr"),
     "inpaint": ("controllable.inpaint", "sample.snr"),
     "colorize": ("controllable.inpaint", "sample.snr"),  # inpainting's methods, steps, options
     "inverse": ("controllable.inverse",),
@@ -421,6 +423,22 @@ def job_params(cfg: dict, stage: str, sde: str | None = None) -> dict:
         group, key = dotted.split(".")
         out.get(group, {}).pop(key, None)
     return out
+
+
+def free_iters(cfg: dict) -> int:
+    """Training steps of the classifier-free guidance network (controllable.free.n_iters, or
+    train.n_iters when null)."""
+    return cfg["controllable"]["free"]["n_iters"] or cfg["train"]["n_iters"]
+
+
+def class_conditional_params(job: dict) -> dict:
+    """A train-conditional job's parameters as the train stage's: the train group with
+    controllable.free's label dropout, seed and steps, one snapshot at the end."""
+    free = job["controllable"]["free"]
+    n_iters = free_iters(job)
+    train = {**job["train"], "label_dropout": free["label_dropout"], "seed": free["seed"],
+             "n_iters": n_iters, "snapshot_every": n_iters}
+    return {**{k: v for k, v in job.items() if k != "controllable"}, "train": train}
 
 
 def to_json(cfg: dict) -> str:

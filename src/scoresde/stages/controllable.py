@@ -1,11 +1,9 @@
-"""Controllable-generation stages (paper section 5): train-classifier, conditional-sample, inpaint.
+"""Controllable-generation stages (paper section 5): train-classifier, inpaint, colorize
+(conditional-sample is :mod:`scoresde.stages.guidance`).
 
 * ``train-classifier``: the noise-conditional classifier p_t(y | x(t)) of one SDE, trained with
   cross-entropy on x(t) from that SDE's perturbation kernel of the training split (in the score
   model's data space), saved with its dataset, SDE and data map so that a mismatch is refused.
-* ``conditional-sample``: ``n_per_class`` samples per class with the score plus the classifier's
-  gradient (``conditional_score``, PC sampler); metrics per class: accuracy by the pipeline's
-  dataset's classifier (the FID feature extractor) and FID against that class's training images.
 * ``inpaint``: for each mask (``centre`` box, ``left`` half, ``random`` 50% of pixels) and method
   (``replace``, ``repaint``, ``smc``) completes the first ``n_images`` test images; metrics: PSNR
   over the missing pixels and SSIM (whole image) against the ground truth, FID of completions
@@ -34,14 +32,10 @@ from scoresde.stages.common import (
     load_split,
     log,
     provenance,
-    save_tensors,
     setup_torch,
-    split_images,
     timer,
-    write_json,
 )
 from scoresde.stages.inputs import (
-    check_class_data,
     check_completion_args,
     check_data_fits,
     check_test_split,
@@ -124,7 +118,10 @@ def train_classifier(params: dict, data_path: str, test_path: str | None, sde_na
     return config
 
 
-def accuracy_by_time(net, sde, split: dict, config: dict, times=(0.0, 0.25, 0.5)) -> dict:
+ACCURACY_TIMES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+
+
+def accuracy_by_time(net, sde, split: dict, config: dict, times=ACCURACY_TIMES) -> dict:
     """Test accuracy of the classifier on x(t) at a few times (t = 0 is the clean image)."""
     gen = torch.Generator().manual_seed(0)
     x0 = Levels.of(config).to_model(split["x"], u=0.5)  # the cells' centres
@@ -153,73 +150,6 @@ def load_classifier(path: str, score_config: dict, device):
     net = build_noise_conditional_classifier(config)
     net.load_state_dict(state)
     return net.requires_grad_(False).to(device).eval(), config
-
-
-# --- conditional-sample ---------------------------------------------------------------------------
-
-
-def conditional_sample(params: dict, checkpoint: str, classifier: str, data_path: str,
-                       extractor: str, out: str, metrics_out: str, device_name: str = "auto",
-                       threads: int = 1, expect_sde: str | None = None) -> list[dict]:
-    """n_per_class class-conditional samples per class; per-class accuracy and FID."""
-    from scoresde.controllable import conditional_score
-    from scoresde.metrics import FeatureSpace, classifier_accuracy, load_feature_extractor
-    from scoresde.models.classifier import class_log_prob
-    from scoresde.sampling import sde_sample
-    from scoresde.stages.cases import sampler_options
-    from scoresde.utils import pick_device
-
-    cc = params["controllable"]["conditional"]
-    setup_torch(threads)
-    device = pick_device(device_name)
-    model, sde, meta = load_score_model(checkpoint, device, expect_sde)
-    net, ccfg = load_classifier(classifier, meta, device)
-    split = load_split(data_path)
-    check_class_data(split, data_path, meta, ccfg["model"]["num_classes"], cc["n_per_class"])
-    fnet, fcfg = load_feature_extractor(extractor)
-    shape = tuple(meta["image_shape"])
-    base = checkpoint_score_fn(sde, model, meta)
-    images, labels = [], []
-    with timer() as t:
-        for k in range(ccfg["model"]["num_classes"]):
-            score = conditional_score(base, class_log_prob(net, sde, k), cc["scale"])
-            gens = [seeded_generator(cc["seed"], "controllable", k, i, device=device)
-                    for i in range(cc["n_per_class"])]
-            with torch.no_grad():
-                x, nfe = sde_sample(score, sde, (cc["n_per_class"], *shape), cc["method"], cc["steps"],
-                                    generator=gens, device=device,
-                                    sigma_min=params["sample"]["sigma_min"][sde.name],
-                                    **sampler_options(params["sample"], sde.name, f"sde-{cc['method']}"))
-            images.append(images_from_model(x, meta))
-            labels.append(torch.full((cc["n_per_class"],), k, dtype=torch.long))
-    images, labels = torch.cat(images), torch.cat(labels)
-    state = {k_: v for k_, v in fnet.state_dict().items()}
-    train_uint8 = split_images(split)
-    space = FeatureSpace(extractor)  # one extractor for every class's reference
-    rows = []
-    names = split.get("classes") or []
-    for k in range(ccfg["model"]["num_classes"]):
-        sel = labels == k
-        ref = train_uint8[split["labels"] == k]
-        rows.append({"dataset": meta["dataset"], "sde": sde.name, "task": "conditional",
-                     "case": f"class {k}", "class": k,
-                     "class_name": names[k] if k < len(names) else None, "n": int(sel.sum()), "nfe": nfe,
-                     "accuracy": classifier_accuracy(state, fcfg, images[sel], labels[sel]),
-                     "fid": ReferenceFID(ref, space)(images[sel], cc["seed"]),
-                     "scale": cc["scale"], "steps": cc["steps"]})
-    overall = classifier_accuracy(state, fcfg, images, labels)
-    rows.append({"dataset": meta["dataset"], "sde": sde.name, "task": "conditional",
-                 "case": "all classes", "n": len(images), "nfe": nfe, "accuracy": overall,
-                 "fid": ReferenceFID(train_uint8, space)(images, cc["seed"]), "scale": cc["scale"],
-                 "steps": cc["steps"], "seconds": round(t[0], 3)})
-    save_tensors(out, {"images": images, "labels": labels})
-    write_json(metrics_out, {"rows": rows, "classifier_test_accuracy": ccfg.get("test_accuracy"),
-                             "config": provenance("conditional-sample", params,
-                                                  checkpoint=str(checkpoint),
-                                                  classifier=str(classifier))})
-    log(f"{sde.name} conditional: accuracy {overall:.3f} ({len(images)} samples, nfe {nfe}, "
-        f"{t[0]:.1f}s) -> {out}")
-    return rows
 
 
 # --- inpaint --------------------------------------------------------------------------------------

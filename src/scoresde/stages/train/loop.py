@@ -14,6 +14,7 @@ import math
 import shutil
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -104,11 +105,31 @@ def learning_rate(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, step / warmup) if warmup > 0 else lr
 
 
-def model_batch(k: torch.Tensor, meta: dict, batch_size: int, gen: torch.Generator):
+def model_batch(k: torch.Tensor, meta: dict, batch_size: int, gen: torch.Generator,
+                labels: torch.Tensor | None = None):
     """A random batch (with replacement) of level images mapped to model space by the run's
-    `Levels` (dequantised with u drawn from `gen` after the indices)."""
+    `Levels` (dequantised with u drawn from `gen` after the indices). With ``labels`` (a
+    class-conditional run): ``(x, y)``, each label replaced by "no label" (K) with probability
+    ``label_dropout`` (classifier-free guidance's training, Ho & Salimans 2022), drawn last."""
     idx = torch.randint(len(k), (batch_size,), generator=gen)
-    return Levels.of(meta).to_model(k[idx], gen)
+    x = Levels.of(meta).to_model(k[idx], gen)
+    if labels is None:
+        return x
+    cc = meta["class_conditional"]
+    drop = torch.rand(batch_size, generator=gen) < cc["label_dropout"]
+    return x, torch.where(drop, cc["num_classes"], labels[idx])
+
+
+def class_conditional(params: dict, split: dict) -> dict | None:
+    """{num_classes, label_dropout} of a class-conditional run (``train.label_dropout`` set by
+    ``train --class-conditional``), None for the paper's unconditional model."""
+    if params["train"].get("label_dropout") is None:
+        return None
+    if split.get("labels") is None:
+        raise StageError(f"{split['name']} has no labels; a class-conditional score network "
+                         "needs a labelled dataset (set controllable.enabled: false)")
+    return {"num_classes": int(split["labels"].max()) + 1,
+            "label_dropout": float(params["train"]["label_dropout"])}
 
 
 def build(params: dict, sde_name: str, split: dict, device: torch.device, quiet: bool = False):
@@ -127,6 +148,10 @@ def build(params: dict, sde_name: str, split: dict, device: torch.device, quiet:
         "parameterization": parameterization(train),
         "train": params["train"],
     }  # fmt: skip
+    conditional = class_conditional(params, split)
+    if conditional:
+        config["class_conditional"] = conditional
+        config["model"]["num_classes"] = conditional["num_classes"]
     sde_kwargs = {k: v for k, v in config["sde"].items() if k != "name"}
     sde = make_sde(sde_name, **sde_kwargs)
     model = to_device(build_model(config["model"]), device)
@@ -183,7 +208,7 @@ def fit(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
     with termination_signal() as signalled:
         for step in bar:
             value = train_step(net, ema, optimizer, sde, split["x"], config, train, step,
-                               gens, dsm_loss, device, ranks, scaler)
+                               gens, dsm_loss, device, ranks, scaler, split.get("labels"))
             if not math.isfinite(value):
                 last = written[-1] if written else "none yet"
                 raise TrainingError(f"training loss became {value} at step {step}; last good "
@@ -226,8 +251,10 @@ def fit(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
 
 
 def train_step(model, ema, optimizer, sde, k, config, train, step, gens, dsm_loss, device,
-               ranks: Ranks = SINGLE, scaler=None):
+               ranks: Ranks = SINGLE, scaler=None, labels: torch.Tensor | None = None):
     """One Adam step on a fresh batch (warm-up learning rate, clipping, EMA); the loss.
+    A class-conditional run (``config["class_conditional"]``) feeds the batch's labels, some
+    dropped to "no label", to the network.
 
     Distributed: every rank draws the global batch and its t, z (as `dsm_loss` draws them)
     and takes the loss on its slice; DDP averages the gradients, so the step is the one of
@@ -236,15 +263,23 @@ def train_step(model, ema, optimizer, sde, k, config, train, step, gens, dsm_los
     """
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, train["lr"], train["warmup"])
-    x = model_batch(k, config, train["batch_size"], gens["data"]).to(device)
+    y, net = None, model
+    if config.get("class_conditional"):
+        x, y = model_batch(k, config, train["batch_size"], gens["data"], labels)
+        y = y.to(device)
+        net = partial(model, labels=y)
+    else:
+        x = model_batch(k, config, train["batch_size"], gens["data"])
+    x = x.to(device)
     kwargs = recipe(train)
     with autocast(train["precision"], device):
         if ranks.world == 1:
-            loss = dsm_loss(model, sde, x, generator=gens["noise"], **kwargs)
+            loss = dsm_loss(net, sde, x, generator=gens["noise"], **kwargs)
         else:
             t, z = dsm_noise(sde, x, gens["noise"], **kwargs)
             part = rank_slice(len(x), ranks)
-            loss = dsm_loss(model, sde, x[part], t=t[part], z=z[part], **kwargs)
+            net = net if y is None else partial(model, labels=y[part])
+            loss = dsm_loss(net, sde, x[part], t=t[part], z=z[part], **kwargs)
     value = global_mean(loss, ranks)
     if math.isfinite(value):
         optimizer.zero_grad(set_to_none=True)
