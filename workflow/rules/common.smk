@@ -283,6 +283,12 @@ def controllable_outputs():
         f"controllable_{sde}": f"reports/figures/controllable_{DATASET}_{sde}.png"
         for sde in CTRL_SDES
     }
+    figs.update(
+        {
+            f"guidance_{sde}": f"reports/figures/guidance_{DATASET}_{sde}.png"
+            for sde in CTRL_SDES
+        }
+    )
     if INVERSE_CASES:
         figs.update(
             {

@@ -23,11 +23,16 @@ COLUMNS = ["dataset", "sde", "task", "case", "mask", "method", "class", "class_n
 
 _NOTE = (
     "Controllable generation (paper section 5, App. I); the paper reports no numbers for it, so "
-    "these are ours. Class-conditional: the score plus the gradient of a noise-conditional "
-    "classifier trained for the same SDE (scale 1 = Bayes' rule); accuracy = fraction of samples "
-    "of class k that the pipeline's {classifier} (the FID feature extractor) labels k; FID "
-    "per class against that class's training images (few samples: noisy, compare only within "
-    "this table). Inpainting of held-out test images: replace = the paper's imputation (biased "
+    "these are ours. Class-conditional: classifier guidance (the score plus scale times the "
+    "gradient of a noise-conditional classifier trained for the same SDE; scale 1 = Bayes' rule) "
+    "and classifier-free guidance ((1 + w) s(x, t | y) - w s(x, t) with a class-conditional "
+    "network trained with label dropout), each at the strength chosen on held-out test images "
+    "(the lowest FID among the strengths reaching the target accuracy); accuracy = fraction of "
+    "samples of class k that the pipeline's {classifier} (the FID feature extractor) labels k, "
+    "with its Wilson interval; FID, precision and recall per class against that class's "
+    "training images (few samples: biased upwards, compare only within this table), beside the "
+    "unconditional samples of the same sampler that the classifier puts in that class. "
+    "Inpainting of held-out test images: replace = the paper's imputation (biased "
     "even with the exact score), repaint = with RePaint's resampling, smc = MCGDiff particles "
     "(asymptotically exact); PSNR over the missing pixels, SSIM over the whole image (5x5 "
     "Gaussian window), FID of the completions against the reference set. Colorization (RGB "
@@ -70,10 +75,18 @@ def plot_sde(dataset: str, sde: str, base: Path, df: pd.DataFrame):
     cond = base / "conditional.pt"
     if cond.is_file():
         obj = torch.load(cond, weights_only=True)
-        labels, images = obj["labels"], obj["images"]
+        labels = obj["labels"]
         per = min(int((labels == 0).sum()), 8)
-        rows = [images[labels == k][:per] for k in sorted(set(labels.tolist()))]
-        panels.append(("class-conditional samples (row k = class k)", torch.cat(rows), per))
+        shown = [m for m in ("classifier", "free") if m in obj] or ["images"]
+        for method in shown:
+            rows = [obj[method][labels == k][:per] for k in sorted(set(labels.tolist()))]
+            panels.append((f"{method} guidance (row k = class k)", torch.cat(rows), per))
+        if "unconditional" in obj:
+            u, u_labels = obj["unconditional"], obj["unconditional_labels"]
+            rows = [u[u_labels == k][:per] for k in sorted(set(labels.tolist()))]
+            if all(len(r) == per for r in rows):
+                panels.append(("unconditional, sorted by the feature classifier", torch.cat(rows),
+                               per))
     inputs = base / "inpaint" / "inputs.pt"
     if inputs.is_file():
         shown = torch.load(inputs, weights_only=True)
@@ -156,9 +169,11 @@ def controllable_section(files: Sequence, out_dir) -> dict:
     """Write controllable.csv and the figures, merge the DVC metrics; returns
     ``{"section": Section, "figures": [figure dicts]}`` for the report."""
     from scoresde.checkpoint import atomic_write
+    from scoresde.report import guidance
     from scoresde.report.sections import Section
 
     out_dir = Path(out_dir)
+    conditional = guidance.load(files)
     df = load_rows(files)
     with atomic_write(out_dir / "controllable.csv") as tmp:
         df.to_csv(tmp, index=False)
@@ -181,7 +196,15 @@ def controllable_section(files: Sequence, out_dir) -> dict:
                              "inputs, their colorizations and the truth."))
         figures.append(_save(plot_inverse(dataset, sde, base, sub), out_dir,
                              f"inverse_{dataset}_{sde}", inverse_caption(dataset, sde, sub)))
+    for obj in conditional:
+        row = obj["rows"][0]
+        figures.append(_save(guidance.plot(obj), out_dir, f"guidance_{row['dataset']}_{row['sde']}",
+                             guidance.caption(obj)))
     figures = [f for f in figures if f is not None]
-    table = df.drop(columns=["dataset"]).dropna(axis=1, how="all").round(4)
-    return {"section": Section("Controllable generation", [("text", note(df["dataset"])), ("table", table)]),
+    rest = df[df["task"] != "conditional"]
+    table = rest.drop(columns=["dataset"]).dropna(axis=1, how="all").round(4)
+    blocks = [("text", note(df["dataset"]))]
+    if conditional:
+        blocks += [("text", guidance.verdicts(conditional)), ("table", guidance.table(conditional))]
+    return {"section": Section("Controllable generation", [*blocks, ("table", table)]),
             "figures": figures}
