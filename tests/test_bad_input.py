@@ -26,7 +26,8 @@ train: {n_iters: 2, snapshot_every: 2, batch_size: 8, log_every: 1, warmup: 1}
 eval: {features: {epochs: 1}}
 controllable:
   classifier: {n_iters: 2, batch_size: 8, channels: 8}
-  conditional: {n_per_class: 2, steps: 2}
+  conditional: {n_per_class: 2, samplers: [sde-dpmpp-2m-sde_2], guidance: [classifier],
+                strengths: {classifier: [1]}, selection_per_class: 2}
   inpaint: {n_images: 2, steps: 2, masks: [centre], methods: [replace], smc: {particles: 2}}
 """
 
@@ -96,8 +97,14 @@ def _set(obj, key, value):
 # --------------------------------------------------------------------------- config (library)
 
 CONFIG_CASES = [
-    ({"controllable": {"conditional": {"scale": math.nan}}}, ["controllable.conditional.scale", "nan"]),
-    ({"controllable": {"conditional": {"scale": math.inf}}}, ["controllable.conditional.scale", "inf"]),
+    ({"controllable": {"conditional": {"target_accuracy": math.nan}}},
+     ["controllable.conditional.target_accuracy", "nan"]),
+    ({"controllable": {"conditional": {"strengths": {"free": [1, math.inf]}}}},
+     ["controllable.conditional.strengths.free.1", "inf"]),
+    ({"controllable": {"conditional": {"samplers": ["pc_10", "ode-rk4_10"]}}},
+     ["controllable.conditional.samplers[1]", "ode-rk4_10", "unknown sampler"]),
+    ({"controllable": {"conditional": {"guidance": ["classifier", "bayes"]}}},
+     ["controllable.conditional.guidance", "bayes"]),
     ({"sample": {"snr": {"ve": -math.inf}}}, ["sample.snr.ve", "-inf"]),
     ({"train": {"lr": math.nan}}, ["train.lr", "nan"]),
     ({"sample": {"steps": [10, math.inf]}}, ["sample.steps.1", "inf"]),
@@ -135,7 +142,8 @@ VALIDATE_CASES = [
     ("sample: {extra_cases: [ode-dpmpp2m_10]}", [], ["sample.extra_cases[0]", "ode-dpmpp2m_10"]),
     ("sample: {extra_cases: [ode-rk45_10]}", [], ["sample.extra_cases[0]", "ode-rk45_10"]),
     ("select: {sampler: ode-rk4}", [], ["select.sampler", "ode-rk4"]),
-    ("controllable: {conditional: {scale: .nan}}", [], ["controllable.conditional.scale", "nan"]),
+    ("controllable: {conditional: {target_accuracy: .nan}}", [],
+     ["controllable.conditional.target_accuracy", "nan"]),
     ("sample: {snr: {ve: .inf}}", [], ["sample.snr.ve", "inf"]),
     ("train: {lr: 1e30}", [], ["train.lr", "write 1.0e+30"]),
     ("{}", ["--set", "controllable.inpaint.n_images=-.inf"], ["controllable.inpaint.n_images",
@@ -224,7 +232,8 @@ def test_train_classifier_refuses_before_training(work, tmp_path, capsys, calls,
 def _conditional_args(work, out, data=None, extractor=None, *extra):
     return ["conditional-sample", "--params", work / "params.yaml", "--checkpoint",
             work / "ck/vp/step_2.pt", "--classifier", work / "ck/classifier.pt", "--data",
-            data or work / "data/train.pt", "--extractor", extractor or work / "ck/fid_features.pt",
+            data or work / "data/train.pt", "--test", work / "data/test.pt",
+            "--extractor", extractor or work / "ck/fid_features.pt",
             "--out", out / "conditional.pt", "--metrics", out / "conditional.json", "--sde", "vp",
             "--device", "cpu", *extra]
 
@@ -242,10 +251,13 @@ CONDITIONAL_CASES = [
     ("data of other levels", lambda o: _set(o, "levels", 256), [], ["levels 256", "17"]),
     ("data pixel above levels", lambda o: o["x"].view(-1).__setitem__(0, 99), [],
      ["pixel value 99"]),
-    ("NaN guidance scale", None, ["--set", "controllable.conditional.scale=.nan"],
-     ["controllable.conditional.scale", "nan"]),
-    ("infinite guidance scale", None, ["--set", "controllable.conditional.scale=.inf"],
-     ["controllable.conditional.scale", "inf"]),
+    ("NaN target accuracy", None, ["--set", "controllable.conditional.target_accuracy=.nan"],
+     ["controllable.conditional.target_accuracy", "nan"]),
+    ("free guidance without its network", None,
+     ["--set", "controllable.conditional.guidance=[classifier, free]"],
+     ["guidance lists 'free'", "--free"]),
+    ("an unconditional network as --free", None, ["--free", "ck/vp/step_2.pt"],
+     ["unconditional score model", "train --class-conditional"]),
     ("missing extractor", None, ["extractor"], ["nowhere.pt"]),
 ]
 
@@ -258,6 +270,9 @@ def test_conditional_sample_refuses_before_sampling(work, tmp_path, capsys, call
     data = bad_split(work, tmp_path, "train", change) if change else None
     if extra == ["extractor"]:
         args = _conditional_args(work, out, data, tmp_path / "nowhere.pt")
+    elif extra[:1] == ["--free"]:
+        args = _conditional_args(work, out, data, None, "--free", work / extra[1], "--set",
+                                 "controllable.conditional.guidance=[free]")
     else:
         args = _conditional_args(work, out, data, None, *extra)
     assert_refused(run(*args), capsys, words + ([data] if data else []), out, calls)
@@ -273,7 +288,9 @@ def test_undefined_per_class_fid_is_null_with_a_warning(work, tmp_path, capsys):
         raise AssertionError(f"non-standard JSON constant {name}")
 
     rows = json.loads((out / "conditional.json").read_text(), parse_constant=refuse)["rows"]
-    assert [r["fid"] for r in rows[:-1]] == [None] * 10 and rows[-1]["fid"] > 0
+    per_class = [r for r in rows if r.get("class") is not None]
+    assert len(per_class) == 20  # unconditional and classifier guidance, 10 classes each
+    assert [r["fid"] for r in per_class] == [None] * 20 and rows[-1]["fid"] > 0
 
 
 # --------------------------------------------------------------------------- inpaint / colorize

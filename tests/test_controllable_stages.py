@@ -108,34 +108,71 @@ def test_classifier_for_another_sde_or_dataset_is_refused(tmp_path):
         load_classifier(str(tmp_path / "x.pt"), score_cfg, "cpu")
 
 
+def _conditional_json(path):
+    """A conditional-sample JSON as the stage writes it: two classes, both methods."""
+    rows = [{"dataset": "digits", "sde": "vp", "task": "conditional", "case": f"unconditional / class {k}",
+             "method": "unconditional", "class": k, "class_name": None, "n": 2, "nfe": 6, "fid": 4.0}
+            for k in (0, 1)]
+    for method, strength in (("classifier", 2.0), ("free", 1.0)):
+        rows += [{"dataset": "digits", "sde": "vp", "task": "conditional", "case": f"{method} / class {k}",
+                  "method": method, "class": k, "class_name": None, "n": 2, "nfe": 6,
+                  "strength": strength, "accuracy": 1.0, "accuracy_ci_low": 0.34,
+                  "accuracy_ci_high": 1.0, "fid": 3.0, "fid_unconditional": 4.0,
+                  "fid_excess_ci_low": -2.0, "fid_excess_ci_high": 0.5, "fid_not_worse": True,
+                  "precision": 0.5, "recall": 1.0} for k in (0, 1)]
+        rows.append({"dataset": "digits", "sde": "vp", "task": "conditional",
+                     "case": f"{method} / all classes", "method": method, "n": 4, "nfe": 6,
+                     "strength": strength, "accuracy": 0.75 if method == "classifier" else 1.0,
+                     "accuracy_ci_low": 0.3, "accuracy_ci_high": 0.95, "fid": 2.0,
+                     "not_worse_classes": 2})
+    sweep = [{"method": m, "sampler": sampler, "strength": s, "nfe": 6, "accuracy": 0.5 + s / 10,
+              "fid": 5.0 - s, "seconds": 0.1}
+             for m in ("classifier", "free") for sampler in ("sde-dpmpp-2m-sde_5", "pc_3")
+             for s in (1.0, 2.0)]
+    ratios = [{"method": m, "strength": s, "t": t, "ratio": 0.1 * s}
+              for m in ("classifier", "free") for s in (1.0, 2.0) for t in (1.0, 0.5, 0.01)]
+    path.write_text(json.dumps({"rows": rows, "sweep": sweep, "ratios": ratios,
+                                "chosen": {"classifier": 2.0, "free": 1.0}, "target_accuracy": 0.95,
+                                "classifier_accuracy_by_time": {"t=0": 0.99, "t=0.5": 0.3}}))
+
+
 def test_report_section(tmp_path):
     samples = tmp_path / "controllable" / "digits" / "vp"
     (samples / "inpaint").mkdir(parents=True)
     images = torch.randint(0, 255, (4, 1, 8, 8), dtype=torch.uint8)
-    torch.save({"images": images, "labels": torch.tensor([0, 0, 1, 1])}, samples / "conditional.pt")
+    labels = torch.tensor([0, 0, 1, 1])
+    torch.save({"images": images, "labels": labels, "classifier": images, "free": images,
+                "unconditional": images, "unconditional_labels": labels}, samples / "conditional.pt")
     torch.save({"truth": images, "masked_left": images}, samples / "inpaint" / "inputs.pt")
     torch.save({"images": images}, samples / "inpaint" / "left_smc.pt")
-    rows = [{"dataset": "digits", "sde": "vp", "task": "conditional", "case": "class 0", "class": 0,
-             "n": 2, "nfe": 6, "accuracy": 0.5, "fid": 3.0},
-            {"dataset": "digits", "sde": "vp", "task": "inpaint", "case": "left / smc",
+    _conditional_json(samples / "conditional.json")
+    rows = [{"dataset": "digits", "sde": "vp", "task": "inpaint", "case": "left / smc",
              "mask": "left", "method": "smc", "n": 4, "nfe": 4, "psnr": 20.0, "ssim": 0.7, "fid": 1.0}]
-    (samples / "m.json").write_text(json.dumps({"rows": rows}))
+    (samples / "inpaint.json").write_text(json.dumps({"rows": rows}))
+    files = [samples / "conditional.json", samples / "inpaint.json"]
     out = tmp_path / "reports"
     out.mkdir()
     (out / "metrics.json").write_text(json.dumps({"digits/vp/pc_10_tweedie/fid": 5.0}))
-    result = controllable_section([samples / "m.json"], out)
-    df = load_rows([samples / "m.json"])
-    assert len(df) == 2 and (out / "controllable.csv").is_file()
+    result = controllable_section(files, out)
+    df = load_rows(files)
+    assert len(df) == 9 and (out / "controllable.csv").is_file()
     merged = json.loads((out / "metrics.json").read_text())
     assert merged["digits/vp/pc_10_tweedie/fid"] == 5.0
     assert merged["digits/vp/controllable/inpaint/left_smc/psnr"] == 20.0
-    assert flat_metrics(df)["digits/vp/controllable/conditional/class 0/accuracy"] == 0.5
-    assert [f["name"] for f in result["figures"]] == ["controllable_digits_vp"]
-    blocks = dict(result["section"].blocks)
-    assert "the pipeline's digits classifier" in blocks["text"]
-    table = blocks["table"]
-    assert table["class"].tolist()[0] == 0 and str(table["class"].dtype) == "Int64"
-    assert (out / "controllable.csv").read_text().splitlines()[1].split(",")[6] == "0"  # not 0.0
+    assert flat_metrics(df)["digits/vp/controllable/conditional/free_class 0/accuracy"] == 1.0
+    assert [f["name"] for f in result["figures"]] == ["controllable_digits_vp", "guidance_digits_vp"]
+    assert (out / "figures" / "guidance_digits_vp.png").stat().st_size > 1000
+    texts = [b for kind, b in result["section"].blocks if kind == "text"]
+    tables = [b for kind, b in result["section"].blocks if kind == "table"]
+    assert "the pipeline's digits classifier" in texts[0]
+    assert "classifier guidance (strength 2, 6 NFE): accuracy 0.750 [0.300, 0.950] against the " \
+           "target 0.95: not held" in texts[1]
+    assert "free guidance (strength 1, 6 NFE): accuracy 1.000" in texts[1] and ": held;" in texts[1]
+    assert "in 2 of 2 classes" in texts[1]
+    per_class = tables[0]
+    assert per_class["class"].tolist()[:2] == [0, 1] and str(per_class["class"].dtype) == "Int64"
+    assert set(per_class["method"]) == {"unconditional", "classifier", "free"}
+    assert list(tables[1]["task"]) == ["inpaint"]
     assert result["section"].heading == "Controllable generation"
 
 

@@ -134,13 +134,16 @@ def _check_samplers(cfg: dict) -> None:
             cases.check_sampler(sampler)
         except ValueError as err:
             raise ConfigError(f"{key}: {err}") from None
-    for i, case in enumerate(cfg["sample"]["extra_cases"]):
-        sampler, _, steps = str(case).rpartition("_")
-        try:
-            cases.check_sampler(sampler)
-            cases.parse_steps(sampler, steps)
-        except ValueError as err:
-            raise ConfigError(f"sample.extra_cases[{i}]: {case!r}: {err}") from None
+    listed = [("sample.extra_cases", cfg["sample"]["extra_cases"]),
+              ("controllable.conditional.samplers", cfg["controllable"]["conditional"]["samplers"])]
+    for key, names in listed:
+        for i, case in enumerate(names):
+            sampler, _, steps = str(case).rpartition("_")
+            try:
+                cases.check_sampler(sampler)
+                cases.parse_steps(sampler, steps)
+            except ValueError as err:
+                raise ConfigError(f"{key}[{i}]: {case!r}: {err}") from None
 
 
 def _semantic_checks(cfg: dict, given: dict) -> None:

@@ -156,7 +156,9 @@ def choose(sweep: list[dict], target: float) -> dict:
 
 
 def _load_guides(cc: dict, classifier: str | None, free: str | None, meta: dict, sde, base,
-                 device, num_classes: int) -> Guides:
+                 device) -> Guides:
+    """The guides ``guidance`` lists, refused unless given, trained for the score model's data
+    and SDE, and agreeing on the number of classes."""
     from scoresde.stages.controllable import load_classifier
 
     methods = cc["guidance"]
@@ -166,12 +168,11 @@ def _load_guides(cc: dict, classifier: str | None, free: str | None, meta: dict,
             raise StageError(f"controllable.conditional.guidance lists {method!r} but no {what} "
                              "checkpoint was given; pass it or drop the method")
     clf = free_score = ccfg = None
-    if classifier and "classifier" in methods:
+    classes = {}
+    if "classifier" in methods:
         clf, ccfg = load_classifier(classifier, meta, device)
-        if ccfg["model"]["num_classes"] != num_classes:
-            raise StageError(f"classifier {classifier} has {ccfg['model']['num_classes']} classes, "
-                             f"the data {num_classes}; rerun train-classifier")
-    if free and "free" in methods:
+        classes["classifier " + str(classifier)] = int(ccfg["model"]["num_classes"])
+    if "free" in methods:
         fmodel, fsde, fmeta = load_score_model(free, device, sde.name)
         cc_meta = fmeta.get("class_conditional")
         if not cc_meta:
@@ -181,11 +182,12 @@ def _load_guides(cc: dict, classifier: str | None, free: str | None, meta: dict,
             if fmeta.get(key) != meta.get(key):
                 raise StageError(f"--free {free} was trained for {key}={fmeta.get(key)!r} but the "
                                  f"score model has {meta.get(key)!r}; retrain it for this run")
-        if cc_meta["num_classes"] != num_classes:
-            raise StageError(f"--free {free} has {cc_meta['num_classes']} classes, the data "
-                             f"{num_classes}; retrain it")
         free_score = checkpoint_class_score_fn(fsde, fmodel, fmeta)
-    return Guides(sde, base, clf, free_score, num_classes, ccfg)
+        classes["--free " + str(free)] = int(cc_meta["num_classes"])
+    if len(set(classes.values())) > 1:
+        raise StageError(f"the guides disagree on the number of classes ({classes}); retrain them "
+                         "on the same training split")
+    return Guides(sde, base, clf, free_score, next(iter(classes.values())), ccfg)
 
 
 def conditional_sample(params: dict, checkpoint: str, classifier: str | None, free: str | None,
@@ -205,11 +207,11 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str | None, fr
     device = pick_device(device_name)
     model, sde, meta = load_score_model(checkpoint, device, expect_sde)
     split, test = load_split(data_path), load_split(test_path)
-    num_classes = int(split["labels"].max()) + 1 if split["labels"] is not None else 0
+    base = checkpoint_score_fn(sde, model, meta)
+    guides = _load_guides(cc, classifier, free, meta, sde, base, device)
+    num_classes = guides.num_classes
     check_class_data(split, data_path, meta, num_classes, cc["n_per_class"])
     check_data_fits(test, test_path, meta, "--test")
-    base = checkpoint_score_fn(sde, model, meta)
-    guides = _load_guides(cc, classifier, free, meta, sde, base, device, num_classes)
     fnet, fcfg = load_feature_extractor(extractor)
     state = fnet.state_dict()
     space = FeatureSpace(extractor)
@@ -276,7 +278,8 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str | None, fr
     base_row = {"dataset": meta["dataset"], "sde": sde.name, "task": "conditional",
                 "sampler": cc["samplers"][0], "steps": samplers[0][1]}
     for k in range(num_classes):
-        f_u = space.features(saved["unconditional"][saved["unconditional_labels"] == k])
+        mine = saved["unconditional"][saved["unconditional_labels"] == k]
+        f_u = space.features(mine) if len(mine) else f_train[:0]
         figures, uncond_reps[k] = scorers[k](f_u)
         rows.append({**base_row, "case": f"unconditional / class {k}", "method": "unconditional",
                      "class": k, "class_name": names[k] if k < len(names) else None,
