@@ -115,10 +115,12 @@ def test_dry_run_plans_the_whole_dag(workdir, configfile):
     n_case = len(cases.sweep(c["sample"]["samplers"], c["sample"]["steps"],
                              c["sample"]["denoise"], c["sample"]["extra_cases"]))
     counts = _job_counts(proc.stdout)
-    ctrl = c["controllable"]  # one classifier, conditional-sample and inpaint job per SDE
+    ctrl = c["controllable"]  # one guide per method, conditional-sample and inpaint job per SDE
     n_ctrl = ctrl["enabled"] * len(set(ctrl["sdes"] or c["sde"]["names"]) & set(c["sde"]["names"]))
     rgb = c["data"]["dataset"] in ("cifar10", "image_folder")  # and colorize on colour data
-    rules = ("train_classifier", "conditional_sample", "inpaint", *(["colorize"] if rgb else []))
+    guides = {"classifier": "train_classifier", "free": "train_conditional"}
+    rules = (*(guides[m] for m in ctrl["conditional"]["guidance"]), "conditional_sample", "inpaint",
+             *(["colorize"] if rgb else []))
     controllable = {r: n_ctrl for r in rules if n_ctrl}
     per_case = c["sample"]["jobs"] == "per_case"  # one job per (sampler, steps), else per SDE
     n_sample = n_sde * (n_case // len(c["sample"]["denoise"]) if per_case else 1)
@@ -234,13 +236,14 @@ def test_smoke_config_end_to_end(workdir):
     ctrl = c["controllable"]
     ctrl_sdes = [s for s in (ctrl["sdes"] or sdes) if s in sdes] if ctrl["enabled"] else []
     expected_ctrl = [f"{kind}_{c['data']['dataset']}_{s}.png" for s in ctrl_sdes
-                     for kind in ("controllable", *(["inverse"] if ctrl["inverse"]["tasks"] else []))]
+                     for kind in ("controllable", "guidance",
+                                  *(["inverse"] if ctrl["inverse"]["tasks"] else []))]
     assert expected_ctrl, "the smoke config runs the controllable rules"
     assert figures == sorted([f"{name}.png" for name, _, _ in expected] + expected_ctrl)
     assert page.count("data:image/png;base64,") == len(figures)
-    # orderings, sweep, what the metrics see, fast-sampler goal, likelihood, paper, controllable,
-    # provenance x 3
-    assert page.count("<table>") == 11 and "(no data)" not in page and "(no figures)" not in page
+    # orderings, sweep, what the metrics see, fast-sampler goal, likelihood, paper, controllable x 2
+    # (class-conditional, the others), provenance x 3
+    assert page.count("<table>") == 12 and "(no data)" not in page and "(no figures)" not in page
     assert (workdir / "reports/controllable.csv").stat().st_size > 100
 
     # Snakemake's report: the figures, tables and both reports, each with its caption

@@ -270,7 +270,10 @@ def guidance_args(wildcards, input):
     """conditional_sample's --classifier / --free arguments for the guides it has."""
     return " ".join(
         f"--{name} {path}"
-        for name, path in (("classifier", input.get("classifier")), ("free", input.get("free")))
+        for name, path in (
+            ("classifier", input.get("classifier")),
+            ("free", input.get("free")),
+        )
         if path
     )
 
