@@ -1,12 +1,14 @@
 """The score network compiled by ``torch.compile`` (Inductor), behind one ``compile`` setting per stage.
 
 ``compile: auto | true | false``. ``true`` compiles wherever torch.compile works (CPU with a C++
-compiler, CUDA); ``false`` never; ``auto`` compiles only where it was measured to win
-(:data:`AUTO`, figures in docs/pipeline.md, "compile"): on CUDA always; on the CPU for sampling
-and the likelihood at Fashion-MNIST size (28 x 28) and above, where the compiled forward is
-1.3-1.4x faster and a job runs the network for minutes; not at the digits size (8 x 8: the forward
-gains 1.1-1.3x, but a job's network time is a few seconds to a minute and the first compilation
-costs 30-60 s on two cores); never for training on the CPU (a step gains 0.93-1.06x).
+compiler, CUDA); ``false`` never; ``auto`` compiles only where it was measured to win on the CPU
+(:data:`AUTO`, figures in docs/pipeline.md, "compile"): sampling at Fashion-MNIST size (28 x 28)
+and above, where the compiled forward is 1.34-1.35x faster and a job runs the network for minutes;
+not sampling at the digits size (8 x 8: 1.16-1.19x, but a sample job runs the network for under a
+minute and the first compilation costs about 24 s on two cores), not training (a step 0.92-1.03x),
+not the likelihood (forward + VJP 0.99-1.04x in the benchmark, a whole solve 1.17x, the first
+compilation 35-50 s), not checkpoint selection (seconds of network time). On CUDA auto compiles
+every stage (not measured here: no GPU; set ``compile: false`` where it loses).
 
 Shapes are fixed (``dynamic=False``): :class:`FixedBatch` runs the compiled network on one batch
 size only, the first it sees (a stage's full batch); a smaller batch is padded with copies of its
@@ -36,7 +38,7 @@ SETTINGS = ("auto", True, False)
 # auto: where compiling was measured to win (benchmarks/bench_compile.py, docs/pipeline.md).
 # None: never on this device type; an int: on for images of at least that many pixels per channel.
 AUTO: dict[str, dict[str, int | None]] = {
-    "cpu": {"train": None, "select": None, "sample": 28 * 28, "likelihood": 28 * 28},
+    "cpu": {"train": None, "select": None, "sample": 28 * 28, "likelihood": None},
     "cuda": {"train": 0, "select": 0, "sample": 0, "likelihood": 0},
 }
 STAGES = tuple(AUTO["cpu"])
