@@ -185,7 +185,7 @@ def run(quick: bool = False) -> Report:
     load_before = os.getloadavg()
     table = Table("torch.compile vs eager on the CPU (median of alternating rounds)",
                   ["work", "image", "batch", "eager ms", "compiled ms", "eager / compiled (paired)",
-                   "paired range", "compile cold s", "compile warm s", "max |difference|", "load (1 min)"])
+                   "paired range", "compile cold s", "compile warm s", "max abs difference", "load (1 min)"])
     checks = []
     for name, make, size, batch, repeats in work:
         eager, fast = make(size, batch, False), make(size, batch, True)
@@ -215,7 +215,7 @@ def run(quick: bool = False) -> Report:
         f"load average (1, 5, 15 min) before {tuple(round(v, 2) for v in load_before)}, after "
         f"{tuple(round(v, 2) for v in load_after)} on {os.cpu_count()} CPUs, "
         f"{torch.get_num_threads()} torch thread(s); torch {torch.__version__}",
-        "max |difference|: eager against compiled output (training: the first step's loss; "
+        "max abs difference: eager against compiled output (training: the first step's loss; "
         "likelihood: v^T J v per row, the solve's mean bound in nats)",
         "compile cold / warm: the first call's time less one steady call; cold = empty Inductor cache, "
         "warm = graphs from the disk cache after torch._dynamo.reset() (a later job of the DAG); the solve "
