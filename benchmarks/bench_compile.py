@@ -5,7 +5,9 @@ training step, the sampling forward at the digits and Fashion-MNIST sizes, the l
 The networks are the pipeline's: ``params.yaml``'s model (8 x 8 digits, 16 channels, mult (1, 2)) and
 ``config/fashion_mnist_cpu.yaml``'s (28 x 28, 32 channels, mult (1, 2, 2)), VP (positional
 embedding), on the CPU in channels-last weights (``scoresde.models.to_device``), compiled as the
-stages compile them (``scoresde.models.compiled.compiled``: ``dynamic=False``, one batch size).
+stages compile them (``scoresde.models.compiled.compiled``: ``dynamic=False``, one batch size), with
+glibc's malloc keeping freed memory as in the stages (``keep_freed_memory``; without it eager pays
+page faults on every activation and compiled looks up to a quarter better than in a stage).
 Batches are the stages': training 128, sampling 400 (digits: ``sample.n_samples``) / 500
 (Fashion-MNIST: ``sample.batch_size``), likelihood 297 (the digits test split) / 128. Eager and
 compiled alternate round by round (the order swapped every round); the table gives each one's
@@ -171,7 +173,9 @@ def race(eager, fast, repeats: int, warmup: bool = True) -> tuple[list[float], l
 
 def run(quick: bool = False) -> Report:
     from scoresde.models.compiled import inductor_cache
+    from scoresde.stages.common import keep_freed_memory
 
+    keep_freed_memory()  # as every stage does (setup_torch): eager's activations without page faults
     cache = tempfile.mkdtemp(prefix="inductor-bench-")
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # cold: an empty cache, whatever was set before
     inductor_cache()

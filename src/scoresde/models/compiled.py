@@ -3,10 +3,10 @@
 ``compile: auto | true | false``. ``true`` compiles wherever torch.compile works (CPU with a C++
 compiler, CUDA); ``false`` never; ``auto`` compiles only where it was measured to win on the CPU
 (:data:`AUTO`, figures in docs/pipeline.md, "compile"): sampling at Fashion-MNIST size (28 x 28)
-and above, where the compiled forward is 1.34-1.35x faster and a job runs the network for minutes;
+and above, where the compiled forward is 1.34-1.39x faster and a job runs the network for minutes;
 not sampling at the digits size (8 x 8: 1.16-1.19x, but a sample job runs the network for under a
-minute and the first compilation costs about 24 s on two cores), not training (a step 0.92-1.03x),
-not the likelihood (forward + VJP 0.99-1.04x in the benchmark, a whole solve 0.83-1.17x, the
+minute and the first compilation costs about 24 s on two cores), not training (a step 0.92-1.05x),
+not the likelihood (forward + VJP 0.99-1.05x in the benchmark, a whole solve 0.83-1.17x, the
 first compilation 35-50 s), not checkpoint selection (seconds of network time). On CUDA auto compiles
 every stage (not measured here: no GPU; set ``compile: false`` where it loses).
 
