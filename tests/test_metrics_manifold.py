@@ -73,6 +73,25 @@ def test_kid_bootstrap_with_every_point_once_is_torch_fidelitys_unbiased_mmd(mon
     assert torch.allclose(reps, torch.full((3,), float(expected), dtype=torch.float64), rtol=1e-10)
 
 
+@pytest.mark.parametrize("n_samples, size", [(160, 60), (120, 120), (90, None)])
+def test_kid_from_the_shared_kernels_is_torch_fidelitys(n_samples, size):
+    """BootstrapKID.measure's KID (each case's kernels built once, the subsets read off them) is
+    torch-fidelity's kid_features_to_metric to rounding: subsets smaller than the sample set, the
+    whole sample set, the default size; its replicates are those of replicates()."""
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    fr, fs = _gauss(200, 6, 0), _gauss(n_samples, 6, 1, 1.2, 0.3)
+    kid = bootstrap.BootstrapKID(fr, 20, 0, kid_subset_size=size, kid_seed=5)
+    got = kid.measure(fs)
+    m = kid.subset_size(n_samples)
+    lib = kid_features_to_metric(fs, fr, kid_subset_size=m, rng_seed=5, verbose=False)
+    assert got["kid"] == pytest.approx(lib["kernel_inception_distance_mean"], rel=1e-9, abs=1e-12)
+    assert got["kid_std"] == pytest.approx(lib["kernel_inception_distance_std"], rel=1e-9)
+    torch.testing.assert_close(got["replicates"], kid.replicates(fs), rtol=1e-12, atol=0.0)
+    again = kid.measure(fs)  # the reference side cached per sample count
+    assert again["kid"] == got["kid"] and torch.equal(again["replicates"], got["replicates"])
+
+
 def test_kid_bootstrap_replicates_spread_around_the_estimate():
     fr, fs = _gauss(300, 5, 0), _gauss(200, 5, 1, 1.5)
     reps = bootstrap.BootstrapKID(fr, 200, 0).replicates(fs)

@@ -51,7 +51,8 @@ from .classifier import (
 
 _FIDELITY = (
     "INCEPTION_LABEL", "INCEPTION_NAME", "ClassifierFeatureExtractor", "FeatureSpace",
-    "check_pair", "compute_fid_kid", "fid_kid_from_features", "register_classifier_extractor",
+    "check_pair", "compute_fid_kid", "fid_from_features", "fid_kid_from_features",
+    "register_classifier_extractor",
 )  # fmt: skip
 
 __all__ = [

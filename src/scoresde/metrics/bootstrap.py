@@ -119,25 +119,90 @@ def _weighted_pair_sums(f: torch.Tensor, counts: torch.Tensor, chunk: int = 2048
     return total - w @ diag
 
 
+def kid_subset_weights(n_samples: int, n_reference: int, size: int, subsets: int = 100,
+                       seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch-fidelity's KID subsets as 0 / 1 weights: (subsets, n_samples) and (subsets,
+    n_reference), the same draws as ``kid_features_to_metric`` (``np.random.RandomState(seed)``,
+    per subset a sample subset then a reference subset of ``size``, without replacement)."""
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    w_s = torch.zeros(subsets, n_samples, dtype=torch.float64)
+    w_r = torch.zeros(subsets, n_reference, dtype=torch.float64)
+    for i in range(subsets):
+        w_s[i, torch.from_numpy(rng.choice(n_samples, size, replace=False))] = 1.0
+        w_r[i, torch.from_numpy(rng.choice(n_reference, size, replace=False))] = 1.0
+    return w_s, w_r
+
+
 class BootstrapKID:
     """Replicates of the unbiased MMD^2 (KID's estimator on the whole sets, polynomial kernel)
-    under the same kind of paired resampling as :class:`BootstrapFID`: the reference set's
-    resamples and its kernel sums are computed once; each sample set's resamples come from a
-    stream restarted for every set. The kernels are built in row chunks (no R x R matrix kept)."""
+    under the same kind of paired resampling as :class:`BootstrapFID`, and KID itself
+    (torch-fidelity's mean and s.d. over ``kid_subsets`` subsets), from one pass over each sample
+    set's kernels.
 
-    def __init__(self, f_reference: torch.Tensor, n_bootstrap: int, seed: int):
+    Every resample and every KID subset is a weighting of the sample set's rows (multiplicities,
+    or 0 / 1 for a subset) and of the reference set's: its MMD^2 is made of w^T K w sums. So a
+    case's kernels K(f, f) and K(f, reference) are built once (in row chunks, no R x R matrix
+    kept) and every resample and subset is read off them; the reference set's resamples and
+    subsets, and their kernel sums, are computed once per job (per sample-set size, for the
+    subsets). A KID subset of the whole sample set (``kid_subset_size`` = the number of samples)
+    is the same rows every time. Each sample set's resamples come from a stream restarted for
+    every set; the subsets are torch-fidelity's draws (:func:`kid_subset_weights`), so ``kid`` is
+    its KID to rounding.
+    """
+
+    def __init__(self, f_reference: torch.Tensor, n_bootstrap: int, seed: int,
+                 kid_subset_size: int | None = None, kid_seed: int = 0, kid_subsets: int = 100):
         ref_seed, self._sample_seed = paired_streams(seed + 1)
         self.n_bootstrap, self.f_reference = n_bootstrap, f_reference.double().cpu()
+        self.kid_subset_size, self.kid_seed, self.kid_subsets = kid_subset_size, kid_seed, kid_subsets
         r = len(self.f_reference)
         self._c_reference = _counts(r, n_bootstrap, torch.Generator().manual_seed(ref_seed)).double()
         self._rr = _weighted_pair_sums(self.f_reference, self._c_reference) / (r * (r - 1))
+        self._subsets: dict[int, tuple] = {}
+
+    def subset_size(self, n_samples: int) -> int:
+        """KID's subset size for ``n_samples`` samples: ``kid_subset_size`` or min(1000, n // 2)
+        for n the smaller set (as :func:`~scoresde.metrics.fidelity.fid_kid_from_features`)."""
+        n_min = min(n_samples, len(self.f_reference))
+        size = self.kid_subset_size or max(2, min(1000, n_min // 2))
+        if not 2 <= size <= n_min:
+            raise ValueError(f"kid_subset_size={size} must be in 2..{n_min} (the smaller set)")
+        return size
+
+    def _kid_weights(self, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """(sample weights, reference weights, reference pair sums, size) of the KID subsets."""
+        if n_samples not in self._subsets:
+            size = self.subset_size(n_samples)
+            w_s, w_r = kid_subset_weights(n_samples, len(self.f_reference), size, self.kid_subsets,
+                                          self.kid_seed)
+            self._subsets[n_samples] = (w_s, w_r, _weighted_pair_sums(self.f_reference, w_r), size)
+        return self._subsets[n_samples]
+
+    def measure(self, f_samples: torch.Tensor, kid: bool = True) -> dict:
+        """``{"replicates": float64 (n_bootstrap,), "kid", "kid_std"}`` of one sample set, its
+        kernels built once for the resamples and the KID subsets together (``kid=False``: the
+        replicates alone, KID None)."""
+        f = f_samples.double().cpu()
+        s, r, b = len(f), len(self.f_reference), self.n_bootstrap
+        c = _counts(s, b, torch.Generator().manual_seed(self._sample_seed)).double()
+        if kid:
+            w_s, w_r, kid_rr, m = self._kid_weights(s)
+        else:
+            w_s, w_r, kid_rr, m = c[:0], self._c_reference[:0], None, 0
+        weights = torch.cat([c, w_s])  # every resample, then every subset: one pass over the kernels
+        w_ref = torch.cat([self._c_reference, w_r])
+        ss = _weighted_pair_sums(f, weights)
+        sr = sum(((weights @ poly_kernel(f, self.f_reference[i : i + 2048]))
+                  * w_ref[:, i : i + 2048]).sum(1) for i in range(0, r, 2048))  # fmt: skip
+        replicates = ss[:b] / (s * (s - 1)) + self._rr - 2 * sr[:b] / (s * r)
+        if not kid:
+            return {"replicates": replicates, "kid": None, "kid_std": None}
+        mmd = (ss[b:] + kid_rr) / (m * (m - 1)) - 2 * sr[b:] / (m * m)
+        return {"replicates": replicates, "kid": float(mmd.mean()),
+                "kid_std": float(mmd.std(correction=0))}
 
     def replicates(self, f_samples: torch.Tensor) -> torch.Tensor:
         """The unbiased MMD^2 of each of the ``n_bootstrap`` paired resamples, float64 (B,)."""
-        f = f_samples.double().cpu()
-        s, r = len(f), len(self.f_reference)
-        c = _counts(s, self.n_bootstrap, torch.Generator().manual_seed(self._sample_seed)).double()
-        ss = _weighted_pair_sums(f, c) / (s * (s - 1))
-        sr = sum(((c @ poly_kernel(f, self.f_reference[i : i + 2048]))
-                  * self._c_reference[:, i : i + 2048]).sum(1) for i in range(0, r, 2048))  # fmt: skip
-        return ss + self._rr - 2 * sr / (s * r)
+        return self.measure(f_samples, kid=False)["replicates"]

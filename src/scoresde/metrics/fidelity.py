@@ -151,6 +151,18 @@ class FeatureSpace:
         return out[self.layer].double()
 
 
+def fid_from_features(f_samples: torch.Tensor, f_reference: torch.Tensor,
+                      num_threads: int | None = 1) -> dict:
+    """torch-fidelity's FID of two feature sets, ``{"fid"}`` (KID: :class:`~scoresde.metrics.
+    bootstrap.BootstrapKID`, which shares each case's kernels with the KID bootstrap)."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    with cpu_threads(num_threads):
+        fid = fid_statistics_to_metric(fid_features_to_statistics(f_samples.cpu()),
+                                       fid_features_to_statistics(f_reference.cpu()), verbose=False)
+    return {"fid": float(fid[torch_fidelity.KEY_METRIC_FID])}
+
+
 def fid_kid_from_features(f_samples: torch.Tensor, f_reference: torch.Tensor,
                           kid_subset_size: int | None = None, seed: int = 0,
                           num_threads: int | None = 1) -> dict:

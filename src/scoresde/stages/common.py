@@ -169,8 +169,13 @@ def keep_freed_memory() -> bool:
 
 def setup_torch(threads: int, seed: int | None = None) -> None:
     """Torch intra-op threads = the rule's threads; malloc keeps freed memory
-    (:func:`keep_freed_memory`); optional global seed."""
+    (:func:`keep_freed_memory`); Inductor's cache in ``.cache/inductor`` of the working directory
+    unless ``TORCHINDUCTOR_CACHE_DIR`` is set (:func:`scoresde.models.compiled.inductor_cache`: the
+    DAG's jobs share compiled graphs); optional global seed."""
+    from scoresde.models.compiled import inductor_cache
+
     keep_freed_memory()
+    inductor_cache()
     torch.set_num_threads(max(1, int(threads)))
     if seed is not None:
         torch.manual_seed(seed)
@@ -212,6 +217,19 @@ def load_score_model(path: str | os.PathLike, device: torch.device,
     ema.copy_to(model)
     to_device(model.requires_grad_(False), device).eval()
     return model, make_sde(name, **sde_cfg), config
+
+
+def compiled_model(model, setting, stage: str, device, image_shape, batch_size: int | None = None):
+    """The network a stage evaluates: ``model`` itself, or compiled (one batch size, see
+    :func:`scoresde.models.compiled.compiled`) when the stage's ``compile`` setting asks for it
+    (``auto``: where it was measured to win on this device and image size); logs the choice."""
+    from scoresde.models.compiled import compiled, use_compile
+
+    on = use_compile(setting, stage, device, tuple(image_shape))
+    if on:
+        log(f"{stage}: torch.compile of the network (compile={setting}; cache "
+            f"{os.environ.get('TORCHINDUCTOR_CACHE_DIR')})")
+    return compiled(model, on, batch_size)
 
 
 def checkpoint_score_fn(sde, model, config: dict):

@@ -83,11 +83,14 @@ class Scorer:
         self.f_reference = self.space.features(self.reference)
         f_train, f_heldout = self.space.features(train), self.space.features(heldout)
         boot, man = self.fid["bootstrap"], ev["manifold"]
-        self.bootstrap = self.kid_bootstrap = None
+        self.bootstrap = None
         with cpu_threads(self.space.num_threads):
             if boot["n"]:
                 self.bootstrap = BootstrapFID(self.f_reference, boot["n"], boot["seed"])
-                self.kid_bootstrap = BootstrapKID(self.f_reference, boot["n"], boot["seed"])
+            # KID and its bootstrap from one pass over each case's kernels (torch-fidelity's KID to
+            # rounding); the reference side's resamples and subsets once for the job
+            self.kid = BootstrapKID(self.f_reference, boot["n"], boot["seed"],
+                                    self.fid["kid_subset_size"], self.fid["seed"])
             self.manifold = Manifold(self.f_reference, man["nearest_k"], boot["n"], boot["seed"],
                                      boot["confidence"])  # fmt: skip
             self.copies = CopyDetector(f_train, f_heldout, man["memorised_ratio"],
@@ -100,18 +103,25 @@ class Scorer:
 
     def metrics(self, images) -> dict:
         """FID, KID (± s.d. over subsets) and the FID's bootstrap replicates and interval."""
-        from scoresde.metrics import bootstrap_interval, cpu_threads, fid_kid_from_features
+        from scoresde.metrics import (
+            bootstrap_interval,
+            cpu_threads,
+            fid_from_features,
+            fid_kid_from_features,
+        )
 
         kid = {"kid_subset_size": self.fid["kid_subset_size"], "seed": self.fid["seed"]}
         f = self.space.features(images)
-        out = {**fid_kid_from_features(f, self.f_reference, **kid, num_threads=self.space.num_threads),
+        with cpu_threads(self.space.num_threads):
+            k = self.kid.measure(f)
+        out = {**fid_from_features(f, self.f_reference, num_threads=self.space.num_threads),
+               "kid": k["kid"], "kid_std": k["kid_std"],
                "feature_extractor": self.space.label, "n_reference": len(self.reference)}
         if self.bootstrap is not None:
             boot = self.fid["bootstrap"]
             with cpu_threads(self.space.num_threads):
                 reps = self.bootstrap.replicates(f)
-                kid_lo, kid_hi = bootstrap_interval(out["kid"], self.kid_bootstrap.replicates(f),
-                                                    boot["confidence"])  # fmt: skip
+            kid_lo, kid_hi = bootstrap_interval(out["kid"], k["replicates"], boot["confidence"])
             lo, hi = bootstrap_interval(out["fid"], reps, boot["confidence"])
             out |= {"fid_ci_low": lo, "fid_ci_high": hi, "fid_ci_level": boot["confidence"],
                     "kid_ci_low": kid_lo, "kid_ci_high": kid_hi,

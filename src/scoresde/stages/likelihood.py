@@ -24,6 +24,7 @@ from scoresde.stages.common import (
     StageError,
     batches,
     checkpoint_score_fn,
+    compiled_model,
     load_score_model,
     load_split,
     log,
@@ -121,6 +122,8 @@ def run(params: dict, checkpoint: str, data_path: str, out: str, device_name: st
     setup_torch(threads)
     device = pick_device(device_name)
     model, sde, meta = load_score_model(checkpoint, device, expect_sde)
+    # one batch size: the first solve's rows (the largest), smaller batches padded to it
+    model = compiled_model(model, lk.get("compile", "auto"), "likelihood", device, meta["image_shape"])
     k = test_levels(load_split(data_path), meta, lk["n_images"], data_path)
     levels = int(meta["levels"])
     with timer() as t:

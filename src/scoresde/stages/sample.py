@@ -33,6 +33,7 @@ from scoresde.stages.cases import (
     sampler_options,
 )
 from scoresde.stages.common import (
+    compiled_model,
     draw_samples,
     load_score_model,
     log,
@@ -83,6 +84,9 @@ def run_cases(params: dict, checkpoint: str, cases: Sequence[str], out: Sequence
     setup_torch(threads)
     device = pick_device(device_name)
     model, sde, meta = load_score_model(checkpoint, device, expect_sde)
+    sample = params["sample"]
+    model = compiled_model(model, sample.get("compile", "auto"), "sample", device,
+                           meta["image_shape"], min(sample["n_samples"], sample["batch_size"]))
     records: list = [None] * len(cases)
     files: list = [None] * len(cases)
     for sampler, steps, idx in groups:

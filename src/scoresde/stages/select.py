@@ -12,6 +12,7 @@ import shutil
 from scoresde.checkpoint import atomic_write
 from scoresde.stages.cases import ADAPTIVE, parse_denoise, parse_steps
 from scoresde.stages.common import (
+    compiled_model,
     draw_samples,
     load_reference,
     load_score_model,
@@ -26,11 +27,22 @@ COLUMNS = ("step", "fid", "kid", "kid_std", "nfe", "seconds", "checkpoint", "bes
 
 
 def score_snapshot(path: str, params: dict, reference, extractor: str, device,
-                   expect_sde: str | None) -> dict:
+                   expect_sde: str | None, nets: dict | None = None) -> dict:
+    """One snapshot's row. ``nets`` (a dict kept across the snapshots of one run) holds the first
+    snapshot's network, compiled when ``select.compile`` asks for it; later snapshots load their
+    weights into it, so the network is compiled once per job."""
     from scoresde.metrics import compute_fid_kid
 
     sel = params["select"]
     model, sde, meta = load_score_model(path, device, expect_sde)
+    nets = {} if nets is None else nets
+    if "net" in nets:
+        nets["model"].load_state_dict(model.state_dict())
+    else:
+        nets["model"] = model
+        nets["net"] = compiled_model(model, sel.get("compile", "auto"), "select", device,
+                                     meta["image_shape"], min(sel["n_samples"], sel["batch_size"]))
+    model = nets["net"]
     sampler = sel["sampler"]
     steps = parse_steps(sampler, "adaptive" if sampler in ADAPTIVE else sel["steps"])
     denoise = parse_denoise(sel["denoise"])
@@ -55,7 +67,8 @@ def run(params: dict, checkpoints: list[str], reference_path: str, extractor_pat
     setup_torch(threads)
     device = pick_device(device_name)
     reference = load_reference(reference_path)
-    rows = [score_snapshot(p, params, reference, extractor_path, device, expect_sde)
+    nets: dict = {}
+    rows = [score_snapshot(p, params, reference, extractor_path, device, expect_sde, nets)
             for p in checkpoints]
     best = min(rows, key=lambda r: (r["fid"], -r["step"]))
     for row in rows:

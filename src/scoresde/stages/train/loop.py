@@ -25,6 +25,7 @@ from scoresde.data import Levels
 from scoresde.stages.common import (
     Preempted,
     StageError,
+    compiled_model,
     load_split,
     log,
     provenance,
@@ -199,6 +200,8 @@ def fit(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
         if rows:  # a resumed run's log so far; a fresh run writes its log with its first snapshot
             write_csv(log_csv, LOG_COLUMNS, rows)
     net = wrap_ddp(model, device, ranks)
+    forward = compiled_model(net, train.get("compile", "auto"), "train", device,
+                             split["x"].shape[1:], train["batch_size"] // ranks.world)
 
     start = time.perf_counter() - float(history["elapsed"])
     model.train()
@@ -208,7 +211,8 @@ def fit(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
     with termination_signal() as signalled:
         for step in bar:
             value = train_step(net, ema, optimizer, sde, split["x"], config, train, step,
-                               gens, dsm_loss, device, ranks, scaler, split.get("labels"))
+                               gens, dsm_loss, device, ranks, scaler, forward,
+                               split.get("labels"))
             if not math.isfinite(value):
                 last = written[-1] if written else "none yet"
                 raise TrainingError(f"training loss became {value} at step {step}; last good "
@@ -251,7 +255,8 @@ def fit(params: dict, data_path: str, sde_name: str, out_dir: str, log_csv: str,
 
 
 def train_step(model, ema, optimizer, sde, k, config, train, step, gens, dsm_loss, device,
-               ranks: Ranks = SINGLE, scaler=None, labels: torch.Tensor | None = None):
+               ranks: Ranks = SINGLE, scaler=None, forward=None,
+               labels: torch.Tensor | None = None):
     """One Adam step on a fresh batch (warm-up learning rate, clipping, EMA); the loss.
     A class-conditional run (``config["class_conditional"]``) feeds the batch's labels, some
     dropped to "no label", to the network.
@@ -259,15 +264,17 @@ def train_step(model, ema, optimizer, sde, k, config, train, step, gens, dsm_los
     Distributed: every rank draws the global batch and its t, z (as `dsm_loss` draws them)
     and takes the loss on its slice; DDP averages the gradients, so the step is the one of
     the global batch. The returned loss is the global mean on every rank, and all ranks skip
-    a step whose loss is not finite together.
+    a step whose loss is not finite together. ``forward``: the network the loss evaluates
+    (``model`` compiled, :func:`~scoresde.stages.common.compiled_model`); None: ``model``.
     """
+    forward = model if forward is None else forward
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(step, train["lr"], train["warmup"])
-    y, net = None, model
+    y, net = None, forward
     if config.get("class_conditional"):
         x, y = model_batch(k, config, train["batch_size"], gens["data"], labels)
         y = y.to(device)
-        net = partial(model, labels=y)
+        net = partial(forward, labels=y)
     else:
         x = model_batch(k, config, train["batch_size"], gens["data"])
     x = x.to(device)
@@ -278,7 +285,7 @@ def train_step(model, ema, optimizer, sde, k, config, train, step, gens, dsm_los
         else:
             t, z = dsm_noise(sde, x, gens["noise"], **kwargs)
             part = rank_slice(len(x), ranks)
-            net = net if y is None else partial(model, labels=y[part])
+            net = net if y is None else partial(forward, labels=y[part])
             loss = dsm_loss(net, sde, x[part], t=t[part], z=z[part], **kwargs)
     value = global_mean(loss, ranks)
     if math.isfinite(value):
