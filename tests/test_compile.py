@@ -155,8 +155,8 @@ def test_fixed_batch_carries_a_class_conditional_networks_labels():
     torch.manual_seed(0)
     net = UNet(8, 1, channels=8, channel_mult=(1, 2), num_classes=3).eval()
     with torch.no_grad():
-        net.label_embed.weight.normal_()  # make the labels matter (and the output non-zero)
-        net.conv_out.weight.normal_()
+        for p in net.parameters():  # zero-initialised layers would hide the labels
+            p.normal_(0.0, 0.3)
         fb = FixedBatch(net, batch_size=4)
         x, cond = torch.randn(7, 1, 8, 8), torch.rand(7) * 999
         labels = torch.tensor([0, 1, 2, 3, 0, 1, 2])

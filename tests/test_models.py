@@ -158,3 +158,25 @@ def test_ema_without_warmup_copy_to_and_state_dict():
     torch.testing.assert_close(target[0].weight, start + 1.0)
     with pytest.raises(ValueError, match="does not match"):
         EMA(nn.Linear(3, 3), 0.9).load_state_dict(ema.state_dict())
+
+
+def test_class_conditional_unet_labels():
+    """num_classes = K: row K ("no label") is what labels=None means; untrained (zero label
+    embedding) the labels change nothing; an unconditional net refuses labels."""
+    torch.manual_seed(0)
+    net = UNet(8, 1, channels=8, channel_mult=(1, 2), num_classes=3)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.3) if p is not net.label_embed.weight else None
+    x, cond = torch.randn(4, 1, 8, 8), torch.rand(4) * 999
+    labels = torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, cond, labels), net(x, cond))  # zero embedding
+        net.label_embed.weight.normal_()
+        torch.testing.assert_close(net(x, cond, torch.full((4,), 3)), net(x, cond))
+        torch.testing.assert_close(net(x, cond, torch.tensor(1)), net(x, cond, torch.ones(4).long()))
+        assert not torch.allclose(net(x, cond, labels), net(x, cond))
+    assert net.label_embed.weight.shape == (4, 32)
+    with pytest.raises(ValueError, match="unconditional"):
+        UNet(8, 1, channels=8, channel_mult=(1, 2))(x, cond, labels)
+    with pytest.raises(ValueError, match="num_classes"):
+        UNet(8, 1, channels=8, channel_mult=(1, 2), num_classes=-1)

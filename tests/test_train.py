@@ -217,3 +217,32 @@ def test_an_empty_dataset_is_refused(tmp_path):
                 "levels": 17, "name": "digits"}, tmp_path / "train.pt")
     with pytest.raises(DataError, match="holds no uint8 images"):
         load_split(tmp_path / "train.pt")
+
+
+def test_class_conditional_batches_drop_labels_at_the_set_rate():
+    """model_batch of a class-conditional run: labels of the drawn images, each replaced by
+    "no label" (K) with probability label_dropout (binomial bounds), drawn after the images
+    so that the images are those of an unconditional run with the same generator."""
+    from scoresde.stages.config import class_conditional_params
+    from scoresde.stages.train.loop import class_conditional, model_batch
+
+    k = torch.randint(0, 17, (500, 1, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(500) % 10
+    meta = {"levels": 17, "centered": True, "dequantize": True,
+            "class_conditional": {"num_classes": 10, "label_dropout": 0.2}}
+    x, y = model_batch(k, meta, 4000, torch.Generator().manual_seed(0), labels)
+    x_plain = model_batch(k, meta, 4000, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, x_plain)
+    dropped = float((y == 10).float().mean())
+    assert abs(dropped - 0.2) < 4 * (0.2 * 0.8 / 4000) ** 0.5
+    kept = y != 10
+    idx = torch.randint(500, (4000,), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(y[kept], labels[idx][kept])
+    job = {"train": {"n_iters": 50, "snapshot_every": 10, "seed": 0, "lr": 1e-3},
+           "model": {}, "controllable": {"free": {"n_iters": None, "label_dropout": 0.3, "seed": 4}}}
+    params = class_conditional_params(job)
+    assert params["train"] == {"n_iters": 50, "snapshot_every": 50, "seed": 4, "lr": 1e-3,
+                               "label_dropout": 0.3} and "controllable" not in params
+    split = {"name": "digits", "labels": labels}
+    assert class_conditional(params, split) == {"num_classes": 10, "label_dropout": 0.3}
+    assert class_conditional(job, split) is None
