@@ -126,7 +126,7 @@ def _conditional_json(path):
                      "accuracy_ci_low": 0.3, "accuracy_ci_high": 0.95, "fid": 2.0,
                      "not_worse_classes": 2})
     sweep = [{"method": m, "sampler": sampler, "strength": s, "nfe": 6, "accuracy": 0.5 + s / 10,
-              "fid": 5.0 - s, "seconds": 0.1}
+              "fid": 5.0 - s, "precision": 0.5 + s / 10, "recall": 0.9 - s / 10, "seconds": 0.1}
              for m in ("classifier", "free") for sampler in ("sde-dpmpp-2m-sde_5", "pc_3")
              for s in (1.0, 2.0)]
     ratios = [{"method": m, "strength": s, "t": t, "ratio": 0.1 * s}

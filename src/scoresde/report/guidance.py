@@ -60,16 +60,17 @@ def verdicts(results: list[dict]) -> str:
 
 
 def plot(obj: dict):
-    """Four panels: accuracy and held-out FID against strength (a line per sampler, a panel
-    column per method would crowd: methods by colour, samplers by line style), the classifier's
-    accuracy against t, the guidance ratio against t."""
+    """Five panels: accuracy and held-out FID against strength (methods by colour, samplers by
+    line style), the classifier's accuracy against t, the guidance ratio against t, and held-out
+    precision (fidelity) and recall (diversity) against strength on the first
+    sampler."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sweep = pd.DataFrame(obj["sweep"])
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    fig, axes = plt.subplots(1, 5, figsize=(18.5, 3.4))
     styles = ["-", "--", ":", "-."]
     colours = {"classifier": "tab:blue", "free": "tab:orange"}
     samplers = list(dict.fromkeys(sweep["sampler"]))
@@ -90,6 +91,16 @@ def plot(obj: dict):
     axes[1].set(xlabel="guidance strength (scale / w)", ylabel="FID vs held-out test images",
                 title="held-out FID")
     axes[0].legend(fontsize=6)
+    first = sweep[sweep["sampler"] == samplers[0]]
+    for method, sub in first.groupby("method", sort=False):
+        sub = sub.sort_values("strength")
+        for col, style in (("precision", "-"), ("recall", "--")):
+            if col in sub:
+                axes[4].plot(sub["strength"], sub[col], style, marker="o", ms=3,
+                             color=colours.get(method), label=f"{method} {col}")
+    axes[4].set(xlabel="guidance strength (scale / w)", ylabel="vs held-out test images",
+                ylim=(0, 1.02), title="precision / recall (first sampler)")
+    axes[4].legend(fontsize=6)
     by_t = obj.get("classifier_accuracy_by_time") or {}
     if by_t:
         ts = [float(k.split("=")[1]) for k in by_t]
@@ -120,5 +131,6 @@ def caption(obj: dict) -> str:
     return (f"{row['dataset']}, {row['sde']} SDE: class-conditional accuracy and held-out FID "
             f"against guidance strength for each sampler (selection samples, not the reported "
             f"ones; star: the chosen strength, {chosen}; grey line: the target accuracy), the "
-            "noise-conditional classifier's test accuracy on x(t), and the guidance term's size "
-            "against the unguided score along the first sampler's steps.")
+            "noise-conditional classifier's test accuracy on x(t), the guidance term's size "
+            "against the unguided score along the first sampler's steps, and precision / recall "
+            "against the held-out images by strength (stronger guidance: recall falls).")

@@ -11,7 +11,8 @@ For each method of ``controllable.conditional.guidance``:
 
 1. **Sweep**: every strength with every sampler of ``samplers`` draws ``selection_per_class``
    samples per class (``selection_seed``; every strength the same noise), scored against the
-   held-out test images: accuracy by the pipeline's feature classifier and FID. Along the first
+   held-out test images: accuracy by the pipeline's feature classifier, FID, precision and recall
+   (k = 5). Along the first
    sampler's trajectory the guidance term's size against the unguided score is recorded per step.
 2. **Choice**: on the first sampler, the lowest held-out FID among the strengths whose accuracy
    reaches ``target_accuracy``, else the most accurate strength.
@@ -236,7 +237,10 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str | None, fr
         return int((classifier_predictions(state, fcfg, images) == labels).sum()) / len(labels)
 
     # 1-2: the sweep on held-out images and the choice
+    from scoresde.metrics.manifold import Manifold
+
     f_test = space.features(split_images(test))
+    held_out = Manifold(f_test, 5, 0, cc["selection_seed"])
     sel_labels = labels_of(cc["selection_per_class"])
     sweep, ratios, chosen = [], [], {}
     with timer() as t_sweep:
@@ -247,10 +251,12 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str | None, fr
                     score = guides.score(method, sel_labels.to(device), float(strength), record)
                     with timer() as t:
                         images, nfe = draw(score, len(sel_labels), case, cc["selection_seed"], 0)
+                    f_sel = space.features(images)
+                    manifold = held_out(f_sel)
                     row = {"method": method, "sampler": cc["samplers"][i], "strength": float(strength),
                            "nfe": nfe, "accuracy": accuracy(images, sel_labels),
-                           "fid": fid_of(space.features(images), f_test),
-                           "seconds": round(t[0], 3)}
+                           "fid": fid_of(f_sel, f_test), "precision": manifold["precision"],
+                           "recall": manifold["recall"], "seconds": round(t[0], 3)}
                     sweep.append(row)
                     ratios += [{"method": method, "strength": float(strength), "t": tt, "ratio": r}
                                for tt, r in (record or [])]
