@@ -106,18 +106,13 @@ class Guides:
 # --- scoring ---------------------------------------------------------------------------------------
 
 
-def _moments(f: torch.Tensor):
-    f = f.double()
-    return f.mean(0), torch.cov(f.T)
-
-
 def fid_of(f_samples: torch.Tensor, f_reference: torch.Tensor) -> float:
-    """FID of two feature sets (Heusel et al. eq. 6; torch-fidelity's formula); NaN below 4."""
-    from scoresde.metrics import frechet_distance
+    """torch-fidelity's FID of two feature sets (``metrics.fid_from_features``); NaN below 4."""
+    from scoresde.metrics import fid_from_features
 
     if min(len(f_samples), len(f_reference)) < 4:
         return math.nan
-    return float(frechet_distance(*_moments(f_samples), *_moments(f_reference)))
+    return fid_from_features(f_samples, f_reference)["fid"]
 
 
 class ClassScorer:
@@ -283,9 +278,9 @@ def conditional_sample(params: dict, checkpoint: str, classifier: str | None, fr
     rows, uncond_reps = [], {}
     base_row = {"dataset": meta["dataset"], "sde": sde.name, "task": "conditional",
                 "sampler": cc["samplers"][0], "steps": samplers[0][1]}
+    f_uncond = space.features(saved["unconditional"]) if len(keep) else f_train[:0]
     for k in range(num_classes):
-        mine = saved["unconditional"][saved["unconditional_labels"] == k]
-        f_u = space.features(mine) if len(mine) else f_train[:0]
+        f_u = f_uncond[saved["unconditional_labels"] == k]
         figures, uncond_reps[k] = scorers[k](f_u)
         rows.append({**base_row, "case": f"unconditional / class {k}", "method": "unconditional",
                      "class": k, "class_name": names[k] if k < len(names) else None,
