@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from benchlib import Check, Report, Table, cli_main
+from benchlib import Check, Report, Table, cli_main, dsm_step
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"training step": 1.3, "sampling forward": 1.3}
@@ -64,7 +64,7 @@ def network(size: int, train: bool = False, seed: int = 0):
 
 def training(size: int, batch: int, compile_: bool):
     """One training step as stages/train/loop.py takes it (DSM loss, backward, clip, fused Adam)."""
-    from scoresde import VPSDE, dsm_loss
+    from scoresde import VPSDE
     from scoresde.models.compiled import compiled
 
     net = network(size, train=True)
@@ -75,12 +75,7 @@ def training(size: int, batch: int, compile_: bool):
     sde = VPSDE()
 
     def step():
-        loss = dsm_loss(forward, sde, x, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        return loss.detach()
+        return dsm_step(forward, net, opt, sde, x, gen)
 
     return step
 

@@ -16,9 +16,9 @@ A/A copy of the NCHW model for the noise floor; the outputs are checked equal.
 from __future__ import annotations
 
 import torch
-from benchlib import Check, Report, Table, cli_main, paired_ratio, race
+from benchlib import Check, Report, Table, cli_main, dsm_step, paired_ratio, race
 
-from scoresde import VPSDE, dsm_loss
+from scoresde import VPSDE
 from scoresde.models import UNet, to_device
 
 LAYOUTS = ("nchw", "nchw (A/A)", "to_device")
@@ -63,12 +63,8 @@ def _work(kind: str, batch: int, reps: int):
 
             def fn(net=net, x=x, opt=opt, sde=sde, step_gen=step_gen):
                 for _ in range(reps):
-                    loss = dsm_loss(net, sde, x, generator=step_gen)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                    opt.step()
-                return loss.detach()
+                    loss = dsm_step(net, net, opt, sde, x, step_gen)
+                return loss
         fns[name] = fn
     return fns
 

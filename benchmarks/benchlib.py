@@ -39,13 +39,27 @@ def default_unet(sde_name: str = "ve", seed: int = 0, channels: int = 32, image_
     return net.eval()
 
 
+def dsm_step(forward, net: torch.nn.Module, opt, sde, x: torch.Tensor, gen) -> torch.Tensor:
+    """One Adam step of denoising score matching on ``x`` with gradient-norm clipping at 1, as
+    the train stage takes it; ``forward`` evaluates ``net`` (``net`` itself, or compiled).
+    Returns the detached loss."""
+    from scoresde import dsm_loss
+
+    loss = dsm_loss(forward, sde, x, generator=gen)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    return loss.detach()
+
+
 def trained_unet(sde, steps: int = 100, batch: int = 32, channels: int = 32, seed: int = 0) -> UNet:
     """The default network after ``steps`` DSM steps on dequantised digits in [-1, 1] (Adam 2e-3).
 
     An untrained score is far rougher than a trained one, and adaptive solvers then take several
     times the NFE they take on real models; a hundred steps already give a digits-like score.
     """
-    from scoresde import dsm_loss, uniform_dequantize
+    from scoresde import uniform_dequantize
     from scoresde.data import load_dataset
 
     net = default_unet(sde.name, seed, channels).train()
@@ -54,11 +68,7 @@ def trained_unet(sde, steps: int = 100, batch: int = 32, channels: int = 32, see
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         idx = torch.randint(len(k), (batch,), generator=gen)
-        loss = dsm_loss(net, sde, 2 * uniform_dequantize(k[idx], 17, gen) - 1, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        dsm_step(net, net, opt, sde, 2 * uniform_dequantize(k[idx], 17, gen) - 1, gen)
     return net.eval()
 
 
