@@ -223,8 +223,7 @@ def test_class_conditional_batches_drop_labels_at_the_set_rate():
     """model_batch of a class-conditional run: labels of the drawn images, each replaced by
     "no label" (K) with probability label_dropout (binomial bounds), drawn after the images
     so that the images are those of an unconditional run with the same generator."""
-    from scoresde.stages.config import class_conditional_params
-    from scoresde.stages.train.loop import class_conditional, model_batch
+    from scoresde.stages.train.loop import class_conditional, class_conditional_params, model_batch
 
     k = torch.randint(0, 17, (500, 1, 8, 8), dtype=torch.uint8)
     labels = torch.arange(500) % 10

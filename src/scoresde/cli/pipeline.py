@@ -37,7 +37,7 @@ def cmd_train(args) -> None:
     sde = check_sde(args.sde)
     params = params_of(args)
     if args.class_conditional:
-        from scoresde.stages.config import class_conditional_params
+        from scoresde.stages.train.loop import class_conditional_params
 
         job = class_conditional_params(job_params(params, "train-conditional", sde))
     else:

@@ -434,16 +434,6 @@ def free_iters(cfg: dict) -> int:
     return cfg["controllable"]["free"]["n_iters"] or cfg["train"]["n_iters"]
 
 
-def class_conditional_params(job: dict) -> dict:
-    """A train-conditional job's parameters as the train stage's: the train group with
-    controllable.free's label dropout, seed and steps, one snapshot at the end."""
-    free = job["controllable"]["free"]
-    n_iters = free_iters(job)
-    train = {**job["train"], "label_dropout": free["label_dropout"], "seed": free["seed"],
-             "n_iters": n_iters, "snapshot_every": n_iters}
-    return {**{k: v for k, v in job.items() if k != "controllable"}, "train": train}
-
-
 def to_json(cfg: dict) -> str:
     """Compact, key-sorted JSON (stable text for Snakemake's params change detection)."""
     return json.dumps(cfg, sort_keys=True, separators=(",", ":"))

@@ -33,7 +33,7 @@ from scoresde.stages.common import (
     write_csv,
     write_json,
 )
-from scoresde.stages.config import snapshot_steps
+from scoresde.stages.config import free_iters, snapshot_steps
 from scoresde.stages.train.distributed import (
     SINGLE,
     Ranks,
@@ -119,6 +119,16 @@ def model_batch(k: torch.Tensor, meta: dict, batch_size: int, gen: torch.Generat
     cc = meta["class_conditional"]
     drop = torch.rand(batch_size, generator=gen) < cc["label_dropout"]
     return x, torch.where(drop, cc["num_classes"], labels[idx])
+
+
+def class_conditional_params(job: dict) -> dict:
+    """A train-conditional job's parameters as the train stage's: the train group with
+    controllable.free's label dropout, seed and steps, one snapshot at the end."""
+    free = job["controllable"]["free"]
+    n_iters = free_iters(job)
+    train = {**job["train"], "label_dropout": free["label_dropout"], "seed": free["seed"],
+             "n_iters": n_iters, "snapshot_every": n_iters}
+    return {**{k: v for k, v in job.items() if k != "controllable"}, "train": train}
 
 
 def class_conditional(params: dict, split: dict) -> dict | None:
